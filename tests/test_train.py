@@ -1,0 +1,116 @@
+"""Both training stages, the run folder, reloading, predicting and evaluating."""
+
+import json
+import os
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import tlkeras as tl
+from tlkeras.model import get_base
+from tlkeras.train import merge_histories
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from conftest import write_class_folders
+
+    root = tmp_path_factory.mktemp("train")
+    data_dir = write_class_folders(root / "data", {"cat": 12, "dog": 12})
+    config = tl.TrainConfig(
+        data_dir,
+        out=str(root / "run"),
+        backbone="vgg16",
+        weights="none",
+        image_size=32,
+        batch_size=8,
+        epochs=2,
+        fine_tune_epochs=1,
+        unfreeze=1,
+        dense_units=16,
+        patience=0,
+    )
+    return tl.train(config), data_dir
+
+
+def test_run_folder_holds_everything_predict_needs(trained_run):
+    run, _ = trained_run
+    files = set(os.listdir(run.path))
+    assert {
+        "model.keras",
+        "class_names.json",
+        "config.json",
+        "history.json",
+        "history.csv",
+    } <= files
+    with open(os.path.join(run.path, "class_names.json")) as f:
+        assert json.load(f) == ["cat", "dog"]
+    with open(os.path.join(run.path, "config.json")) as f:
+        config = json.load(f)
+    assert config["backbone"] == "vgg16" and config["image_size"] == [32, 32]
+    assert config["class_names"] == ["cat", "dog"]
+    with zipfile.ZipFile(os.path.join(run.path, "model.keras")) as archive:
+        assert json.loads(archive.read("tlkeras.json"))["class_names"] == ["cat", "dog"]
+
+
+def test_history_covers_both_stages_with_continuing_epochs(trained_run):
+    run, _ = trained_run
+    assert run.history["epoch"] == [1, 2, 3]
+    assert run.history["stage"] == [1, 1, 2]
+    assert len(run.history["val_accuracy"]) == 3
+
+
+def test_after_fine_tuning_only_the_top_block_and_head_are_trainable(trained_run):
+    run, _ = trained_run
+    base = get_base(run.model)
+    trainable = {w.path.split("/")[0] for w in base.trainable_weights}
+    assert trainable == {"block5_conv1", "block5_conv2", "block5_conv3"}
+
+
+def test_reloaded_run_predicts_identically_and_loads_in_safe_mode(trained_run):
+    run, data_dir = trained_run
+    loaded = tl.load_run(run.path)
+    assert loaded.class_names == ["cat", "dog"]
+    paths = sorted(
+        os.path.join(data_dir, c, f)
+        for c in ("cat", "dog")
+        for f in os.listdir(os.path.join(data_dir, c))
+    )[:6]
+    before = tl.predict(run, paths, top_k=2)
+    after = tl.predict(loaded, paths, top_k=2)
+    for a, b in zip(before, after, strict=True):
+        assert [name for name, _ in a["top"]] == [name for name, _ in b["top"]]
+        np.testing.assert_allclose([p for _, p in a["top"]], [p for _, p in b["top"]], rtol=1e-5)
+    # A plain Keras load with safe_mode works too (tlkeras is imported, registering Preprocess).
+    model = keras.saving.load_model(os.path.join(run.path, "model.keras"), safe_mode=True)
+    assert model.output_shape == (None, 2)
+
+
+def test_bare_keras_file_carries_its_class_names(trained_run):
+    run = tl.load_run(os.path.join(trained_run[0].path, "model.keras"))
+    assert run.class_names == ["cat", "dog"]
+
+
+def test_evaluate_on_the_training_folder(trained_run):
+    run, data_dir = trained_run
+    report = tl.evaluate(run, data_dir)
+    assert report["split"] == "all" and report["num_images"] == 24
+    assert report["y_true"] == [0] * 12 + [1] * 12
+    assert np.sum(report["confusion_matrix"]) == 24
+    assert set(report["per_class"]) == {"cat", "dog"}
+
+
+def test_merge_histories():
+    merged = merge_histories({"loss": [3, 2]}, {"loss": [1]})
+    assert merged == {"epoch": [1, 2, 3], "stage": [1, 1, 2], "loss": [3.0, 2.0, 1.0]}
+
+
+def test_stage_one_learns_separable_classes(image_folder):
+    data = tl.load_data(image_folder, image_size=32, batch_size=8, validation_split=0.25)
+    model = tl.build_model("vgg16", num_classes=2, image_size=32, weights=None, dense_units=16)
+    history = tl.train_head(model, data.dataset("train"), data.dataset("val"), epochs=6)
+    assert history["val_accuracy"][-1] == 1.0
+    assert history["loss"][-1] < history["loss"][0]
+    assert get_base(model).trainable_weights == []

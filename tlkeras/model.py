@@ -1,0 +1,269 @@
+"""Building the classifier, and freezing and unfreezing its backbone.
+
+The model takes raw RGB pixels in [0, 255] and is, from bottom to top:
+
+    image -> Preprocess (the backbone's own preprocess_input, as a layer)
+          -> backbone (called with training=False, so BatchNorm always runs in inference mode)
+          -> GlobalAveragePooling2D -> Dropout -> Dense(relu, optional) -> Dropout
+          -> Dense(num_classes, softmax, float32)
+
+Example:
+    >>> model = build_model("vgg16", num_classes=3, image_size=32, weights=None)
+    >>> freeze_backbone(model)
+    >>> unfreeze_top_blocks(model, num_blocks=1)   # block5 trains, BatchNorm never does
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import keras
+
+from tlkeras.backbones import Backbone, get_backbone, layer_blocks
+from tlkeras.layers import Preprocess
+
+MODEL_NAME_PREFIX = "tlkeras_"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The ImageNet weights file is not in Keras' cache and could not be downloaded."""
+
+
+def resolve_image_size(image_size, backbone: str | Backbone) -> tuple[int, int]:
+    """Checks an image size against a backbone's minimum and returns `(height, width)`.
+
+    Args:
+        image_size: An int for square images, a `(height, width)` pair, or `None` for the
+            backbone's default size.
+        backbone: The registry name or entry.
+
+    Returns:
+        `(height, width)`.
+
+    Raises:
+        ValueError: If a side is below the backbone's minimum input size.
+
+    Example:
+        >>> resolve_image_size(None, "inceptionv3")
+        (299, 299)
+    """
+    backbone = get_backbone(backbone)
+    if image_size is None:
+        return (backbone.default_size, backbone.default_size)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(side, int) for side in size):
+        raise TypeError(
+            "image_size must be an int or a (height, width) pair of ints. "
+            f"Received: image_size={image_size!r}"
+        )
+    if min(size) < backbone.min_size:
+        raise ValueError(
+            f"Image size {size[0]}x{size[1]} is too small for {backbone.name}: its minimum input "
+            f"size is {backbone.min_size}x{backbone.min_size}. Pass an image_size of at least "
+            f"{backbone.min_size}. Received: image_size={image_size!r}"
+        )
+    return size
+
+
+def load_backbone(backbone: str | Backbone, *, image_size=None, weights="imagenet"):
+    """Builds a backbone without its classification top and loads its weights.
+
+    Args:
+        backbone: The registry name or entry, e.g. `"resnet50"`.
+        image_size: An int or `(height, width)`; defaults to the backbone's default size.
+        weights: `"imagenet"` (Keras downloads the file once into `~/.keras/models` and
+            reuses it), `None` or `"none"` for random initialisation, or the path to a
+            weights file saved from the same backbone (`.h5` or `.weights.h5`).
+
+    Returns:
+        The backbone as a `keras.Model`.
+
+    Raises:
+        WeightsUnavailableError: If the ImageNet weights are not cached and cannot be
+            downloaded, for example offline.
+        ValueError: If a weights path does not exist or does not fit the backbone.
+
+    Example:
+        >>> base = load_backbone("mobilenet_v2", image_size=96, weights=None)
+    """
+    backbone = get_backbone(backbone)
+    height, width = resolve_image_size(image_size, backbone)
+
+    def build(initial_weights):
+        return backbone.constructor(
+            include_top=False, weights=initial_weights, input_shape=(height, width, 3)
+        )
+
+    if weights is None or str(weights).lower() == "none":
+        return build(None)
+    if str(weights).lower() == "imagenet":
+        weights_path = backbone.weights_path(height)
+        cached = os.path.exists(weights_path)
+        try:
+            return build("imagenet")
+        except Exception as error:  # Keras raises a bare Exception on a failed download.
+            if cached:
+                raise
+            folder, file = os.path.split(weights_path)
+            raise WeightsUnavailableError(
+                f"Could not download the ImageNet weights for {backbone.name} ({error}); "
+                f"Keras looks for {file} in {folder}, so copy that file there, pass "
+                "--weights PATH to a local weights file, or use --weights none to train from "
+                "random initialisation. Received: weights='imagenet'"
+            ) from None
+    return _load_weights_file(build(None), backbone, weights)
+
+
+def _load_weights_file(base: keras.Model, backbone: Backbone, path) -> keras.Model:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"The weights file {path!r} does not exist. Expected 'imagenet', 'none', or the path "
+            f"to a weights file for {backbone.name}. Received: weights={path!r}"
+        )
+    try:
+        with warnings.catch_warnings():
+            # Keras only warns when parts of a file do not match the model; refuse instead.
+            warnings.simplefilter("error")
+            base.load_weights(path)
+    except Exception as error:
+        raise ValueError(
+            f"Could not load {path!r} into the {backbone.name} backbone ({error}). Expected a "
+            f"weights file saved from {backbone.name} without its top. Received: weights={path!r}"
+        ) from None
+    return base
+
+
+def build_model(
+    backbone: str = "vgg16",
+    *,
+    num_classes: int,
+    image_size=None,
+    weights="imagenet",
+    dense_units: int = 1024,
+    dropout: float = 0.2,
+) -> keras.Model:
+    """Builds a frozen backbone with a new classification head.
+
+    Args:
+        backbone: The registry name, e.g. `"vgg16"`, `"resnet50"`, `"inceptionv3"`.
+        num_classes: The number of classes, at least 2.
+        image_size: An int or `(height, width)`; defaults to the backbone's default size.
+        weights: `"imagenet"`, `None`/`"none"`, or a weights file path; see `load_backbone`.
+        dense_units: Units of the hidden Dense(relu) layer; 0 leaves it out. Defaults to 1024.
+        dropout: The dropout rate before and after the hidden layer. Defaults to 0.2.
+
+    Returns:
+        An uncompiled `keras.Model` taking float RGB pixels in [0, 255], shaped
+        `(batch, height, width, 3)`, and returning class probabilities. The backbone is frozen.
+
+    Example:
+        >>> model = build_model("resnet50", num_classes=5, image_size=64, weights=None)
+        >>> model.output_shape
+        (None, 5)
+    """
+    backbone = get_backbone(backbone)
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            "A classifier needs at least 2 classes. Give the data folder one subfolder per "
+            f"class. Received: num_classes={num_classes!r}"
+        )
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+    height, width = resolve_image_size(image_size, backbone)
+    base = load_backbone(backbone, image_size=(height, width), weights=weights)
+    base.trainable = False
+
+    inputs = keras.Input(shape=(height, width, 3), name="image")
+    x = Preprocess(backbone.preprocessing, name="preprocess")(inputs)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    if dense_units:
+        x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
+        x = keras.layers.Dropout(dropout, name="dropout_2")(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", dtype="float32", name="predictions"
+    )(x)
+    return keras.Model(inputs, outputs, name=MODEL_NAME_PREFIX + backbone.name)
+
+
+def get_base(model: keras.Model) -> keras.Model:
+    """Returns the backbone inside a model built by `build_model`."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    raise ValueError(
+        "This model has no nested backbone model. Expected a model built by "
+        f"tlkeras.build_model. Received: model={model.name!r}"
+    )
+
+
+def backbone_of(model: keras.Model) -> Backbone:
+    """Returns the registry entry of a model built by `build_model` (from its name)."""
+    if not model.name.startswith(MODEL_NAME_PREFIX):
+        raise ValueError(
+            f"Cannot tell which backbone this model uses: its name should start with "
+            f"{MODEL_NAME_PREFIX!r}, as models from tlkeras.build_model do. "
+            f"Received: model.name={model.name!r}"
+        )
+    return get_backbone(model.name.removeprefix(MODEL_NAME_PREFIX))
+
+
+def freeze_backbone(model: keras.Model) -> None:
+    """Freezes the whole backbone so only the head trains. Recompile afterwards."""
+    get_base(model).trainable = False
+
+
+def unfreeze_top_blocks(model: keras.Model, num_blocks: int) -> list[str]:
+    """Unfreezes the top `num_blocks` whole blocks of the backbone, BatchNorm excepted.
+
+    Every BatchNormalization layer stays frozen: its scale and offset do not train and, since
+    the backbone is called with `training=False`, its moving statistics never update. The
+    model must be compiled again before training; `tlkeras.fine_tune` does that.
+
+    Args:
+        model: A model built by `build_model`.
+        num_blocks: How many blocks to unfreeze, counted from the top; 0 freezes them all.
+
+    Returns:
+        The names of the unfrozen blocks, bottom to top.
+
+    Raises:
+        ValueError: If `num_blocks` is negative or larger than the backbone's block count.
+
+    Example:
+        >>> unfreeze_top_blocks(model, num_blocks=2)   # on VGG16
+        ['block4', 'block5']
+    """
+    backbone = backbone_of(model)
+    names = backbone.block_names
+    if not isinstance(num_blocks, int) or not 0 <= num_blocks <= len(names):
+        raise ValueError(
+            f"Cannot unfreeze {num_blocks!r} blocks of {backbone.name}: it has {len(names)} "
+            f"blocks, {', '.join(names)} (bottom to top). Pass a number from 0 to {len(names)}. "
+            f"Received: num_blocks={num_blocks!r}"
+        )
+    top = set(names[len(names) - num_blocks :])
+    base = get_base(model)
+    base.trainable = True
+    for layer, block in zip(base.layers, layer_blocks(backbone, base), strict=True):
+        layer.trainable = block in top and not isinstance(layer, keras.layers.BatchNormalization)
+    return [name for name in names if name in top]
+
+
+def compile_model(model: keras.Model, *, learning_rate: float) -> None:
+    """Compiles with Adam, sparse categorical cross-entropy and accuracy.
+
+    Call it after every change to `trainable`; Keras only picks the change up on compile.
+    """
+    if not learning_rate > 0:
+        raise ValueError(
+            f"learning_rate must be a positive number. Received: learning_rate={learning_rate!r}"
+        )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
