@@ -161,3 +161,16 @@ def test_offline_imagenet_download_fails_in_one_sentence():
 def test_num_classes_must_be_at_least_two(num_classes):
     with pytest.raises(ValueError, match="at least 2 classes"):
         build_model("vgg16", num_classes=num_classes, image_size=32, weights=None)
+
+
+def test_unfrozen_batchnorm_drifts_which_is_why_it_is_frozen_by_default():
+    """The teaching switch really reproduces the mistake: statistics move during training."""
+    model = small_model("resnet50", num_classes=2, dense_units=8, freeze_batchnorm=False)
+    unfreeze_top_blocks(model, 1, freeze_batchnorm=False)
+    compile_model(model, learning_rate=1e-3)
+    bn = get_base(model).get_layer("conv5_block3_3_bn")
+    assert bn.trainable
+    before = bn.moving_mean.numpy().copy()
+    x = np.random.default_rng(0).uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
+    model.fit(x, np.array([0, 1] * 4), epochs=1, batch_size=4, verbose=0)
+    assert not np.allclose(before, bn.moving_mean.numpy())

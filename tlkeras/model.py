@@ -143,6 +143,7 @@ def build_model(
     weights="imagenet",
     dense_units: int = 1024,
     dropout: float = 0.2,
+    freeze_batchnorm: bool = True,
 ) -> keras.Model:
     """Builds a frozen backbone with a new classification head.
 
@@ -153,6 +154,10 @@ def build_model(
         weights: `"imagenet"`, `None`/`"none"`, or a weights file path; see `load_backbone`.
         dense_units: Units of the hidden Dense(relu) layer; 0 leaves it out. Defaults to 1024.
         dropout: The dropout rate before and after the hidden layer. Defaults to 0.2.
+        freeze_batchnorm: Call the backbone with `training=False`, so its BatchNorm layers
+            always run in inference mode. Defaults to True. False reproduces the classic
+            fine-tuning mistake (BatchNorm re-estimates its statistics from small training
+            batches); it exists for teaching, to compare the two.
 
     Returns:
         An uncompiled `keras.Model` taking float RGB pixels in [0, 255], shaped
@@ -177,7 +182,7 @@ def build_model(
 
     inputs = keras.Input(shape=(height, width, 3), name="image")
     x = Preprocess(backbone.preprocessing, name="preprocess")(inputs)
-    x = base(x, training=False)
+    x = base(x, training=False) if freeze_batchnorm else base(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     if dense_units:
@@ -216,7 +221,9 @@ def freeze_backbone(model: keras.Model) -> None:
     get_base(model).trainable = False
 
 
-def unfreeze_top_blocks(model: keras.Model, num_blocks: int) -> list[str]:
+def unfreeze_top_blocks(
+    model: keras.Model, num_blocks: int, *, freeze_batchnorm: bool = True
+) -> list[str]:
     """Unfreezes the top `num_blocks` whole blocks of the backbone, BatchNorm excepted.
 
     Every BatchNormalization layer stays frozen: its scale and offset do not train and, since
@@ -226,6 +233,8 @@ def unfreeze_top_blocks(model: keras.Model, num_blocks: int) -> list[str]:
     Args:
         model: A model built by `build_model`.
         num_blocks: How many blocks to unfreeze, counted from the top; 0 freezes them all.
+        freeze_batchnorm: Keep BatchNorm layers frozen. Defaults to True; False is the
+            classic mistake, kept for teaching (see `build_model`).
 
     Returns:
         The names of the unfrozen blocks, bottom to top.
@@ -249,7 +258,8 @@ def unfreeze_top_blocks(model: keras.Model, num_blocks: int) -> list[str]:
     base = get_base(model)
     base.trainable = True
     for layer, block in zip(base.layers, layer_blocks(backbone, base), strict=True):
-        layer.trainable = block in top and not isinstance(layer, keras.layers.BatchNormalization)
+        is_batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = block in top and not (freeze_batchnorm and is_batchnorm)
     return [name for name in names if name in top]
 
 
