@@ -20,6 +20,7 @@ Or all at once, writing a run folder that `load_run`, `predict` and `evaluate` u
 
 __version__ = "0.1.0"
 
+from tlkeras.augment import Augmentation, get_augmentation, preview_augmentation
 from tlkeras.backbones import BACKBONES, get_backbone
 from tlkeras.data import load_data, scan_folder
 from tlkeras.evaluate import evaluate
@@ -34,12 +35,15 @@ from tlkeras.model import (
 )
 from tlkeras.predict import predict
 from tlkeras.runs import Run, load_run, save_model
+from tlkeras.scan import ScanReport, scan_dataset
 from tlkeras.train import TrainConfig, fine_tune, train, train_head
 
 __all__ = [
+    "Augmentation",
     "BACKBONES",
     "Preprocess",
     "Run",
+    "ScanReport",
     "TrainConfig",
     "WeightsUnavailableError",
     "build_model",
@@ -47,12 +51,15 @@ __all__ = [
     "evaluate",
     "fine_tune",
     "freeze_backbone",
+    "get_augmentation",
     "get_backbone",
     "load_backbone",
     "load_data",
     "load_run",
     "predict",
+    "preview_augmentation",
     "save_model",
+    "scan_dataset",
     "scan_folder",
     "train",
     "train_head",

@@ -19,6 +19,7 @@ EXAMPLES = """examples:
       --epochs 3 --fine-tune-epochs 2 --out runs/digits
   python -m tlkeras predict runs/digits data_samples/predict_examples/digit_3.png
   python -m tlkeras evaluate runs/digits data_samples/digits
+  python -m tlkeras scan data_samples/digits
 """
 
 
@@ -103,6 +104,7 @@ def _add_train(commands) -> None:
         default=5,
         help="early-stopping patience, 0 for off (default: %(default)s)",
     )
+    _add_data_check_arguments(p)
     p.set_defaults(handler=_train)
 
 
@@ -126,6 +128,7 @@ def _train(args) -> int:
         dropout=args.dropout,
         patience=args.patience,
         seed=args.seed,
+        **_data_check_options(args),
     )
     run = train(config)
     best = max(run.history.get("val_accuracy") or [float("nan")])
@@ -187,6 +190,7 @@ def _evaluate(args) -> int:
     report = evaluate(load_run(args.run_dir), args.data_dir, split=args.split)
     if args.json:
         keep = ("split", "num_images", "accuracy", "class_names", "per_class", "confusion_matrix")
+        keep += ("skipped_files",)
         print(json.dumps({key: report[key] for key in keep}, indent=2, ensure_ascii=False))
     else:
         print(format_report(report))
@@ -214,6 +218,146 @@ def _backbones(args) -> int:
     return 0
 
 
+def _add_augment_arguments(group, default: str = "none") -> None:
+    from tlkeras.augment import FLIP_MODES, PRESETS
+
+    group.add_argument(
+        "--augment",
+        default=default,
+        choices=tuple(PRESETS),
+        help="random flips, rotations, zooms, shifts and contrast on training images only "
+        "(default: %(default)s)",
+    )
+    group.add_argument("--flip", choices=FLIP_MODES, help="override the preset's flip")
+    for name, what in (
+        ("rotation", "fraction of a full turn, e.g. 0.05 = 18 degrees"),
+        ("zoom", "fraction of the size, below 1"),
+        ("translation", "fraction of the height and width"),
+        ("contrast", "contrast factor"),
+    ):
+        group.add_argument(
+            f"--{name}", type=float, metavar="F", help=f"override the preset's {name}: {what}"
+        )
+
+
+def _add_data_check_arguments(p) -> None:
+    group = p.add_argument_group("data checks, augmentation and class balance")
+    group.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail when a file cannot be read (default: skip it and list it)",
+    )
+    _add_augment_arguments(group)
+    group.add_argument(
+        "--class-weight",
+        default="none",
+        choices=("none", "balanced"),
+        help="balanced: weigh the loss by inverse class size (default: %(default)s)",
+    )
+
+
+def _augment_options(args) -> dict:
+    names = ("augment", "flip", "rotation", "zoom", "translation", "contrast")
+    return {name: getattr(args, name) for name in names}
+
+
+def _data_check_options(args) -> dict:
+    return {"strict": args.strict, "class_weight": args.class_weight, **_augment_options(args)}
+
+
+def _add_scan(commands) -> None:
+    p = commands.add_parser(
+        "scan",
+        help="check every image of a data folder before training",
+        description="Decode every image of DATA_DIR in parallel and report unreadable or "
+        "unsupported files (with the reason), files that are not images, and the number of "
+        "images per class and split. Training runs the same scan first.",
+    )
+    p.add_argument(
+        "data_dir", metavar="DATA_DIR", help="folder of class folders, or of split folders"
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="decode as training would at this size (default: full size)",
+    )
+    p.add_argument("--validation-split", type=float, default=0.2, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="of the split (default: %(default)s)")
+    p.add_argument("--workers", type=int, help="decoding threads (default: CPUs + 4)")
+    p.add_argument("--out", metavar="FILE", help="also write the full report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--strict", action="store_true", help="exit with status 2 when a file cannot be read"
+    )
+    p.set_defaults(handler=_scan)
+
+
+def _scan(args) -> int:
+    from tlkeras.scan import scan_dataset
+
+    report = scan_dataset(
+        args.data_dir,
+        validation_split=args.validation_split,
+        seed=args.seed,
+        image_size=args.image_size,
+        num_workers=args.workers,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(report.summary())
+    if args.out:
+        report.save(args.out)
+    if args.strict:
+        report.raise_if_bad_files()
+    return 0
+
+
+def _add_preview(commands) -> None:
+    p = commands.add_parser(
+        "preview-augment",
+        help="save a grid of augmented training images",
+        description="Draw a few images next to random augmentations of them, exactly as "
+        "training would augment them, and save the grid as an image.",
+    )
+    p.add_argument("sources", metavar="PATH", nargs="+", help="a data folder, or image files")
+    p.add_argument(
+        "--out", default="augmentation.png", help="image file to write (default: %(default)s)"
+    )
+    p.add_argument(
+        "--num-images", type=int, default=4, help="rows, from a data folder (default: %(default)s)"
+    )
+    p.add_argument(
+        "--num-variants",
+        type=int,
+        default=5,
+        help="augmented copies per image (default: %(default)s)",
+    )
+    p.add_argument("--image-size", type=int, default=128, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    _add_augment_arguments(p.add_argument_group("augmentation"), default="light")
+    p.set_defaults(handler=_preview)
+
+
+def _preview(args) -> int:
+    from tlkeras.augment import get_augmentation, preview_augmentation, sample_paths
+
+    augmentation = get_augmentation(**_augment_options(args))
+    paths = args.sources
+    if len(paths) == 1 and os.path.isdir(paths[0]):
+        paths = sample_paths(paths[0], num_images=args.num_images, seed=args.seed)
+    figure = preview_augmentation(
+        paths,
+        augmentation,
+        image_size=args.image_size,
+        num_variants=args.num_variants,
+        seed=args.seed,
+    )
+    figure.savefig(args.out, dpi=100)
+    print(f"Saved {len(paths)} images with {args.num_variants} augmentations each to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `tlkeras` argument parser with one subcommand per task."""
     parser = _Parser(
@@ -225,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     commands._parser_class = _Parser
-    for add in (_add_train, _add_predict, _add_evaluate, _add_backbones):
+    for add in (_add_train, _add_predict, _add_evaluate, _add_backbones, _add_scan, _add_preview):
         add(commands)
     return parser
 

@@ -1,221 +1,55 @@
-"""Finding images in a folder, splitting them, and feeding them to Keras with tf.data.
+"""Feeding the images of a data folder to Keras with tf.data.
 
-A data folder is laid out in one of two ways:
+`load_data` runs the pre-scan (`tlkeras.scan.scan_dataset`: every file is decoded once, bad
+ones are skipped and listed) and returns a `Data` object whose `dataset(split)` method builds
+the input pipeline:
 
-    data_dir/                      data_dir/
-        cat/                           train/
-            001.jpg                        cat/ 001.jpg ...
-            002.png                        dog/ ...
-        dog/                           val/          (optional; else split by seed)
-            ...                            cat/ ...  dog/ ...
-                                       test/         (optional)
-                                           cat/ ...  dog/ ...
+    file paths -> parallel Pillow decoding -> cache in memory (when it fits) -> shuffle
+    (train only) -> batch -> augmentation (train only, optional) -> prefetch
 
-Class names are the class folder names sorted alphanumerically, the same order Keras'
-`image_dataset_from_directory` uses; that order is saved with every trained model.
+Images are decoded by `tlkeras.images.load_image`, the function `predict` and `evaluate` use,
+inside tf.data's parallel map, so a picture becomes the same pixels on every path. After the
+first epoch the decoded images come from the in-memory cache. A file that breaks after the
+pre-scan (deleted, or rewritten while training runs) is skipped with a warning, so a run
+never stops mid-epoch because of a file.
 
-Images are decoded once with Pillow (`tlkeras.images.load_image`, the same function `predict`
-and `evaluate` use), resized, and kept as uint8 arrays; tf.data then shuffles, batches and
-prefetches them, so the training loop runs no Python per image.
+See `tlkeras.scan` for the folder layouts.
 
 Example:
     >>> data = load_data("data_samples/digits", image_size=32, batch_size=32, seed=0)
     >>> data.class_names[:3]
     ['0', '1', '2']
-    >>> train_ds = data.dataset("train", shuffle=True)
+    >>> train_ds = data.dataset("train", augment="light")
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from tlkeras.images import IMAGE_EXTENSIONS, load_images
+from tlkeras.augment import augmentation_layer
+from tlkeras.images import _check_image_size, load_image, load_images
 
-SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
+# Re-exported: the folder layout used to live in this module.
+from tlkeras.scan import (  # noqa: F401
+    SPLIT_FOLDERS,
+    ImageFolder,
+    ScanReport,
+    Split,
+    find_split_folders,
+    scan_class_folders,
+    scan_dataset,
+    scan_folder,
+    split_by_seed,
+)
 
-
-@dataclasses.dataclass
-class Split:
-    """The files of one split and their integer labels (indices into the class names)."""
-
-    paths: list[str]
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-@dataclasses.dataclass
-class ImageFolder:
-    """A scanned data folder: class names and the files of each split.
-
-    Attributes:
-        root: The data folder.
-        class_names: Sorted class names; label `i` means `class_names[i]`.
-        splits: `"train"`, and `"val"` and `"test"` when present, mapped to a `Split`.
-    """
-
-    root: str
-    class_names: list[str]
-    splits: dict[str, Split]
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-
-
-def _subfolders(folder: str) -> list[str]:
-    return sorted(
-        entry.name
-        for entry in os.scandir(folder)
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
-
-
-def _expected_tree(data_dir) -> str:
-    return (
-        f"Expected {data_dir}/<class_name>/<image files>, one subfolder per class, or "
-        f"{data_dir}/train/<class_name>/... with optional val/ and test/ beside it"
-    )
-
-
-def scan_class_folders(folder, class_names: list[str] | None = None) -> tuple[Split, list[str]]:
-    """Lists the images in `folder/<class_name>/` for every class.
-
-    Args:
-        folder: A folder with one subfolder per class.
-        class_names: The classes to expect; by default the sorted subfolder names.
-
-    Returns:
-        `(split, class_names)`.
-
-    Raises:
-        ValueError: If the folder is missing, has fewer than 2 class folders, a class has no
-            images, or its classes differ from `class_names`.
-
-    Example:
-        >>> split, names = scan_class_folders("data_samples/digits")
-    """
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        raise ValueError(
-            f"The data folder {folder!r} does not exist. {_expected_tree(folder)}. "
-            f"Received: data_dir={folder!r}"
-        )
-    found = _subfolders(folder)
-    if class_names is not None and found != list(class_names):
-        raise ValueError(
-            f"The class folders of {folder!r} differ from the training classes: expected "
-            f"{list(class_names)} but found {found}. Give every split the same class folders. "
-            f"Received: data_dir={folder!r}"
-        )
-    if len(found) < 2:
-        raise ValueError(
-            f"Found {len(found)} class folder(s) in {folder!r} ({found}), but a classifier needs "
-            f"at least 2. {_expected_tree(folder)}. Received: data_dir={folder!r}"
-        )
-    paths, labels = [], []
-    for label, name in enumerate(found):
-        class_dir = os.path.join(folder, name)
-        files = sorted(
-            os.path.join(root, file)
-            for root, _, files in os.walk(class_dir)
-            for file in files
-            if _is_image(file)
-        )
-        if not files:
-            raise ValueError(
-                f"Class folder {class_dir!r} holds no images. Allowed formats: "
-                f"{', '.join(IMAGE_EXTENSIONS)}. Add images or remove the folder. "
-                f"Received: class_name={name!r}"
-            )
-        paths += files
-        labels += [label] * len(files)
-    return Split(paths, np.asarray(labels, dtype="int32")), found
-
-
-def split_by_seed(split: Split, *, validation_split: float, seed: int) -> tuple[Split, Split]:
-    """Splits files into train and validation, stratified by class and reproducible by seed.
-
-    Raises:
-        ValueError: If `validation_split` is outside (0, 1) or leaves a class with no
-            training or no validation image.
-    """
-    if not 0 < validation_split < 1:
-        raise ValueError(
-            "validation_split must be between 0 and 1 when the data folder has no val/ "
-            f"subfolder. Received: validation_split={validation_split!r}"
-        )
-    rng = np.random.default_rng(seed)
-    train_idx, val_idx = [], []
-    for label in np.unique(split.labels):
-        members = rng.permutation(np.flatnonzero(split.labels == label))
-        num_val = round(len(members) * validation_split)
-        if num_val < 1 or num_val >= len(members):
-            raise ValueError(
-                f"Class {int(label)} has {len(members)} image(s), too few to split "
-                f"{validation_split:.0%} off for validation and keep the rest for training. "
-                "Add images, change validation_split, or provide a val/ folder. "
-                f"Received: validation_split={validation_split!r}"
-            )
-        val_idx += members[:num_val].tolist()
-        train_idx += members[num_val:].tolist()
-
-    def take(indices):
-        indices = sorted(indices)
-        return Split([split.paths[i] for i in indices], split.labels[indices])
-
-    return take(train_idx), take(val_idx)
-
-
-def find_split_folders(data_dir) -> dict[str, str]:
-    """Maps `"train"`, `"val"`, `"test"` to their subfolders; empty for a plain class layout."""
-    data_dir = os.fspath(data_dir)
-    layout = {}
-    for split, names in SPLIT_FOLDERS.items():
-        for name in names:
-            if os.path.isdir(os.path.join(data_dir, name)):
-                layout.setdefault(split, os.path.join(data_dir, name))
-    return layout if "train" in layout else {}
-
-
-def scan_folder(data_dir, *, validation_split: float = 0.2, seed: int = 0) -> ImageFolder:
-    """Finds the classes and splits of a data folder (see the module docstring for layouts).
-
-    Args:
-        data_dir: The data folder.
-        validation_split: Fraction of each class held out for validation when there is no
-            `val/` folder. Defaults to 0.2.
-        seed: Seed of that split. Defaults to 0.
-
-    Returns:
-        An `ImageFolder`.
-
-    Example:
-        >>> folder = scan_folder("data_samples/digits", validation_split=0.2, seed=0)
-        >>> len(folder.splits["train"]), len(folder.splits["val"])
-        (1438, 359)
-    """
-    data_dir = os.fspath(data_dir)
-    layout = find_split_folders(data_dir)
-    if not layout:
-        everything, class_names = scan_class_folders(data_dir)
-        train, val = split_by_seed(everything, validation_split=validation_split, seed=seed)
-        return ImageFolder(data_dir, class_names, {"train": train, "val": val})
-    train, class_names = scan_class_folders(layout["train"])
-    splits = {"train": train}
-    for name in ("val", "test"):
-        if name in layout:
-            splits[name], _ = scan_class_folders(layout[name], class_names)
-    if "val" not in splits:
-        splits["train"], splits["val"] = split_by_seed(
-            train, validation_split=validation_split, seed=seed
-        )
-    return ImageFolder(data_dir, class_names, splits)
+CACHE_MEMORY_FRACTION = 0.25
+"""Decoded images are cached in memory when they take at most this fraction of the RAM."""
 
 
 def make_dataset(
@@ -239,28 +73,162 @@ def make_dataset(
     Returns:
         A dataset of float32 pixel batches in [0, 255] (with int32 labels when given).
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+    _check_batch_size(batch_size)
     elements = images if labels is None else (images, labels)
     dataset = tf.data.Dataset.from_tensor_slices(elements)
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    to_float = lambda x, *y: (tf.cast(x, tf.float32), *y)  # noqa: E731
-    return dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+
+
+def _to_float(images, *rest):
+    return (tf.cast(images, tf.float32), *rest)
+
+
+def _read_or_skip(path: bytes, height: int, width: int):
+    """Decodes one file for tf.data; a file that fails gives `ok=False` instead of an error."""
+    path = os.fsdecode(path)
+    try:
+        return load_image(path, (height, width)), np.bool_(True)
+    except Exception as error:  # Any failure here would otherwise end the whole run.
+        warnings.warn(
+            f"Skipped {path!r} during training: it could not be read although the pre-scan "
+            f"read it (was it changed or deleted?). {error}",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+        return np.zeros((height, width, 3), np.uint8), np.bool_(False)
+
+
+def _decode(path, label, *, image_size):
+    height, width = image_size
+    image, ok = tf.numpy_function(
+        functools.partial(_read_or_skip, height=height, width=width),
+        [path],
+        [tf.uint8, tf.bool],
+        stateful=False,
+    )
+    image.set_shape((height, width, 3))
+    ok.set_shape(())
+    return image, label, ok
+
+
+def _was_read(image, label, ok):
+    return ok
+
+
+def _without_flag(image, label, ok):
+    return image, label
+
+
+def make_file_dataset(
+    paths,
+    labels,
+    *,
+    image_size,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    cache: bool = True,
+    augment=None,
+) -> tf.data.Dataset:
+    """Builds the tf.data pipeline that reads image files for `model.fit` and `evaluate`.
+
+    Files are decoded with `tlkeras.images.load_image` in tf.data's parallel map. A file
+    that cannot be read is skipped with a warning and the epoch is topped up with another
+    image, so the dataset keeps its length (`len(paths)` images) and never raises because
+    of a file. Run `tlkeras.scan.scan_dataset` first so that this never happens silently.
+
+    Args:
+        paths: Image file paths.
+        labels: Integer labels, one per path.
+        image_size: An int or `(height, width)` every image is resized to.
+        batch_size: Images per batch. Defaults to 32.
+        shuffle: Reshuffle every epoch (training only). Defaults to False: file order.
+        seed: Shuffle seed. Defaults to 0.
+        cache: Keep the decoded images in memory after the first epoch. Needs
+            `len(paths) * height * width * 3` bytes. Defaults to True.
+        augment: A Keras layer applied to each float32 batch with `training=True`
+            (see `tlkeras.augment.build_augmentation`), or `None`. Defaults to None.
+
+    Returns:
+        A dataset of `(images, labels)` batches; images are float32 RGB in [0, 255].
+
+    Example:
+        >>> ds = make_file_dataset(["a.jpg", "b.png"], [0, 1], image_size=224, batch_size=2)
+    """
+    _check_batch_size(batch_size)
+    image_size = _check_image_size(image_size)
+    paths = [os.fsencode(os.fspath(p)) for p in paths]  # bytes: any file name survives
+    labels = np.asarray(labels, dtype="int32")
+    if len(paths) != len(labels):
+        raise ValueError(
+            f"Got {len(paths)} paths but {len(labels)} labels; give one label per file. "
+            f"Received: num_labels={len(labels)}"
+        )
+    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), labels))
+    buffer = max(1, len(paths))  # The whole split: a full shuffle.
+    if shuffle and not cache:  # Shuffle the paths, not a buffer of decoded images.
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(
+        functools.partial(_decode, image_size=image_size), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    dataset = dataset.filter(_was_read).map(_without_flag)
+    if cache:
+        dataset = dataset.cache()
+        if shuffle:
+            dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    # Keeps the length known (Keras shows steps per epoch) even if a file was skipped above.
+    dataset = dataset.repeat().take(len(paths)).batch(batch_size)
+    dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:
+        # Sequential, so the random transformations follow the seed exactly.
+        dataset = dataset.map(lambda images, y: (augment(images, training=True), y))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+CLASS_WEIGHT_MODES = ("none", "balanced")
+
+
+def check_class_weight(mode: str | None) -> str:
+    """Returns `mode` (`None` read as `"none"`), or raises ValueError for an unknown one."""
+    mode = "none" if mode is None else mode
+    if mode not in CLASS_WEIGHT_MODES:
+        raise ValueError(
+            f"class_weight must be one of {CLASS_WEIGHT_MODES}: 'balanced' weighs each class "
+            f"by the inverse of its size. Received: class_weight={mode!r}"
+        )
+    return mode
+
+
+def memory_budget() -> int:
+    """Bytes of decoded images `load_data` is willing to cache in memory (a quarter of RAM)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # e.g. Windows
+        total = 8 * 2**30
+    return int(total * CACHE_MEMORY_FRACTION)
 
 
 @dataclasses.dataclass
 class Data:
-    """Decoded images of every split, ready for training and evaluation.
+    """The usable images of a data folder, ready for training and evaluation.
 
     Attributes:
-        folder: The scanned `ImageFolder`.
+        folder: The usable files per split (`report.folder`).
         class_names: Sorted class names; label `i` means `class_names[i]`.
-        image_size: `(height, width)` the images were resized to.
+        image_size: `(height, width)` the images are resized to.
         batch_size: Images per batch in the datasets this object makes.
-        seed: Seed used for splitting and shuffling.
-        arrays: Split name mapped to `(images, labels)` numpy arrays.
+        seed: Seed used for splitting, shuffling and augmentation.
+        report: The pre-scan `ScanReport` (skipped and ignored files, counts, warnings).
+        cache: Whether `dataset` caches decoded images in memory; by default True when all
+            splits fit in `memory_budget()`.
     """
 
     folder: ImageFolder
@@ -268,20 +236,84 @@ class Data:
     image_size: tuple[int, int]
     batch_size: int
     seed: int
-    arrays: dict[str, tuple[np.ndarray, np.ndarray]]
+    report: ScanReport | None = None
+    cache: bool = True
 
-    def dataset(self, split: str = "train", *, shuffle: bool | None = None) -> tf.data.Dataset:
-        """A tf.data pipeline over one split; only `"train"` is shuffled by default."""
-        if split not in self.arrays:
+    def dataset(
+        self, split: str = "train", *, shuffle: bool | None = None, augment=None
+    ) -> tf.data.Dataset:
+        """A tf.data pipeline over one split (see `make_file_dataset`).
+
+        Args:
+            split: `"train"`, `"val"` or `"test"` (when the folder has one).
+            shuffle: Reshuffle every epoch. Defaults to True for `"train"` only.
+            augment: Augmentation for the training split only: `"none"`, `"light"`,
+                `"strong"`, a `tlkeras.augment.Augmentation`, or a Keras layer. Defaults to
+                None (no augmentation).
+
+        Returns:
+            A dataset of `(images, labels)` batches; images are float32 RGB in [0, 255].
+
+        Raises:
+            ValueError: If the split does not exist, or augmentation is asked for a split
+                other than `"train"` (evaluation and prediction never augment).
+        """
+        if split not in self.folder.splits:
             raise ValueError(
-                f"This data has no {split!r} split; it has {sorted(self.arrays)}. "
+                f"This data has no {split!r} split; it has {sorted(self.folder.splits)}. "
                 f"Received: split={split!r}"
             )
-        images, labels = self.arrays[split]
-        shuffle = split == "train" if shuffle is None else shuffle
-        return make_dataset(
-            images, labels, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed
+        layer = augmentation_layer(augment, seed=self.seed)
+        if layer is not None and split != "train":
+            raise ValueError(
+                "Augmentation is for training only: evaluation and prediction must see the "
+                "images as they are. Pass augment only with split='train'. "
+                f"Received: split={split!r}"
+            )
+        files = self.folder.splits[split]
+        return make_file_dataset(
+            files.paths,
+            files.labels,
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            shuffle=split == "train" if shuffle is None else shuffle,
+            seed=self.seed,
+            cache=self.cache,
+            augment=layer,
         )
+
+    def class_weight(self, mode: str | None = "balanced") -> dict[int, float] | None:
+        """Class weights for `model.fit(class_weight=...)`, from the training split.
+
+        Args:
+            mode: `"balanced"` weighs each class by `num_images / (num_classes *
+                num_images_of_class)` (scikit-learn's formula), so every class counts as
+                much in the loss; `"none"` or `None` returns `None`. Defaults to "balanced".
+
+        Example:
+            >>> data.class_weight("balanced")  # doctest: +SKIP
+            {0: 0.6, 1: 3.0}
+        """
+        if check_class_weight(mode) == "none":
+            return None
+        from sklearn.utils.class_weight import compute_class_weight
+
+        classes = np.arange(len(self.class_names))
+        weights = compute_class_weight(
+            "balanced", classes=classes, y=self.folder.splits["train"].labels
+        )
+        return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}
+
+    @functools.cached_property
+    def arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every split decoded into `(images, labels)` numpy arrays (on first access).
+
+        Holds all images in memory at once; `dataset` streams and caches them instead.
+        """
+        return {
+            name: (load_images(files.paths, self.image_size), files.labels)
+            for name, files in self.folder.splits.items()
+        }
 
 
 def load_data(
@@ -291,18 +323,32 @@ def load_data(
     batch_size: int = 32,
     validation_split: float = 0.2,
     seed: int = 0,
+    strict: bool = False,
+    verbose: bool = True,
 ) -> Data:
-    """Scans a data folder, splits it and decodes every image once.
+    """Pre-scans a data folder, splits it, and prepares its input pipelines.
+
+    Every image is decoded once, in parallel, exactly as training will read it (see
+    `tlkeras.scan.scan_dataset`). Unreadable or unsupported files are skipped and listed;
+    files that are not images are ignored and listed.
 
     Args:
         data_dir: A folder of class folders, or of `train/`, `val/`, `test/` folders.
         image_size: An int or `(height, width)` the images are resized to.
         batch_size: Images per batch. Defaults to 32.
         validation_split: Held-out fraction when there is no `val/` folder. Defaults to 0.2.
-        seed: Seed for the split and the shuffling. Defaults to 0.
+        seed: Seed for the split, the shuffling and the augmentation. Defaults to 0.
+        strict: Raise instead of skipping when a file cannot be read. Defaults to False.
+        verbose: Print the pre-scan summary (counts, skipped files, warnings). Defaults to
+            True.
 
     Returns:
-        A `Data` object; `data.dataset("train")` and `data.dataset("val")` feed `model.fit`.
+        A `Data` object; `data.dataset("train")` and `data.dataset("val")` feed `model.fit`,
+        and `data.report` is the pre-scan report.
+
+    Raises:
+        ValueError: For a folder that cannot be trained on (see `scan_dataset`), or, with
+            `strict=True`, any unreadable file.
 
     Example:
         >>> data = load_data("data_samples/digits", image_size=32)
@@ -310,10 +356,14 @@ def load_data(
         >>> images.shape
         TensorShape([32, 32, 32, 3])
     """
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    folder = scan_folder(data_dir, validation_split=validation_split, seed=seed)
-    arrays = {
-        name: (load_images(split.paths, size), split.labels)
-        for name, split in folder.splits.items()
-    }
-    return Data(folder, folder.class_names, size, batch_size, seed, arrays)
+    _check_batch_size(batch_size)
+    size = _check_image_size(image_size)
+    report = scan_dataset(data_dir, validation_split=validation_split, seed=seed, image_size=size)
+    if verbose:
+        print(report.summary())
+    if strict:
+        report.raise_if_bad_files()
+    folder = report.folder
+    num_images = sum(len(files) for files in folder.splits.values())
+    cache = num_images * size[0] * size[1] * 3 <= memory_budget()
+    return Data(folder, folder.class_names, size, batch_size, seed, report, cache)

@@ -15,6 +15,7 @@ from sklearn import metrics
 from tlkeras.data import Split, find_split_folders, scan_class_folders
 from tlkeras.predict import predict_probabilities
 from tlkeras.runs import Run
+from tlkeras.scan import drop_unreadable
 
 
 def evaluation_split(run: Run, data_dir, *, split: str | None = None) -> tuple[str, Split]:
@@ -63,7 +64,8 @@ def evaluate(run: Run, data_dir, *, split: str | None = None, batch_size: int = 
     Returns:
         A dict with `accuracy`, `num_images`, `split`, `class_names`, `per_class`
         (precision, recall, f1-score, support per class), `confusion_matrix` (rows: true class,
-        columns: predicted class), and `paths`, `y_true`, `y_pred`, `probabilities`.
+        columns: predicted class), and `paths`, `y_true`, `y_pred`, `probabilities`, and
+        `skipped_files` (unreadable files left out, each `{"path", "reason"}`).
 
     Example:
         >>> report = evaluate(run, "data/flowers", split="test")
@@ -71,6 +73,12 @@ def evaluate(run: Run, data_dir, *, split: str | None = None, batch_size: int = 
         0.91
     """
     split, files = evaluation_split(run, data_dir, split=split)
+    files, skipped = drop_unreadable(files, image_size=run.image_size)  # as training does
+    if not len(files):
+        raise ValueError(
+            f"None of the images in {data_dir!r} can be read (e.g. {skipped[0].path}: "
+            f"{skipped[0].reason}). Received: data_dir={data_dir!r}"
+        )
     probabilities = predict_probabilities(run, files.paths, batch_size=batch_size)
     y_true = files.labels
     y_pred = probabilities.argmax(axis=1)
@@ -94,6 +102,7 @@ def evaluate(run: Run, data_dir, *, split: str | None = None, batch_size: int = 
         "y_true": y_true.tolist(),
         "y_pred": y_pred.tolist(),
         "probabilities": np.asarray(probabilities).tolist(),
+        "skipped_files": [problem._asdict() for problem in skipped],
     }
 
 
@@ -117,4 +126,8 @@ def format_report(report: dict) -> str:
         )
     lines += ["", "Confusion matrix (rows: true class, columns: predicted):"]
     lines += [" ".join(f"{count:4d}" for count in row) for row in report["confusion_matrix"]]
+    skipped = report.get("skipped_files", [])
+    if skipped:
+        lines += ["", f"Skipped {len(skipped)} unreadable file(s):"]
+        lines += [f"  {item['path']}: {item['reason']}" for item in skipped]
     return "\n".join(lines)

@@ -20,9 +20,30 @@ from tlkeras.images import load_images
 from tlkeras.runs import Run
 
 
+def check_image_paths(paths) -> list[str]:
+    """Returns the paths as strings, or raises ValueError for a folder or a missing file."""
+    paths = [os.fspath(p) for p in paths]
+    for path in paths:
+        if os.path.isdir(path):
+            raise ValueError(
+                f"{path!r} is a folder, not an image file. Pass the image files inside it, e.g. "
+                f"'{os.path.join(path, '*.jpg')}' in a shell. Received: path={path!r}"
+            )
+        if not os.path.exists(path):
+            raise ValueError(
+                f"There is no file {path!r}. Check the path (relative paths start from "
+                f"{os.getcwd()!r}). Received: path={path!r}"
+            )
+    return paths
+
+
 def predict_probabilities(run: Run, paths, *, batch_size: int = 32) -> np.ndarray:
-    """Returns the class probabilities `(num_images, num_classes)` for image files, in order."""
-    images = load_images([os.fspath(p) for p in paths], run.image_size)
+    """Returns the class probabilities `(num_images, num_classes)` for image files, in order.
+
+    Raises:
+        ValueError: If a path is a folder, is missing, or is not a readable image.
+    """
+    images = load_images(check_image_paths(paths), run.image_size)
     return run.model.predict(make_dataset(images, batch_size=batch_size), verbose=0)
 
 
@@ -39,7 +60,8 @@ def predict(run: Run, paths, *, top_k: int = 3, batch_size: int = 32) -> list[di
         One dict per image: `{"path": str, "top": [(class_name, probability), ...]}`.
 
     Raises:
-        ValueError: If `top_k` is not positive, or a file is not a readable image.
+        ValueError: If `top_k` is not positive, or a path is a folder, is missing or is not
+            a readable image.
 
     Example:
         >>> for result in predict(run, ["cat.jpg"], top_k=1):

@@ -22,8 +22,9 @@ import sys
 import keras
 
 from tlkeras import runs
+from tlkeras.augment import get_augmentation
 from tlkeras.backbones import get_backbone
-from tlkeras.data import load_data
+from tlkeras.data import check_class_weight, load_data
 from tlkeras.model import (
     build_model,
     compile_model,
@@ -31,9 +32,12 @@ from tlkeras.model import (
     resolve_image_size,
     unfreeze_top_blocks,
 )
+from tlkeras.scan import SCAN_REPORT_FILE
 
 
-def _fit(model, train_data, validation_data, *, epochs, initial_epoch, patience, callbacks):
+def _fit(
+    model, train_data, validation_data, *, epochs, initial_epoch, patience, callbacks, class_weight
+):
     callbacks = list(callbacks or [])
     if patience and validation_data is not None:
         callbacks.append(
@@ -48,6 +52,7 @@ def _fit(model, train_data, validation_data, *, epochs, initial_epoch, patience,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
         shuffle=False,  # The training dataset reshuffles itself every epoch.
+        class_weight=class_weight,
         verbose="auto" if sys.stdout.isatty() else 2,  # One line per epoch in logs.
     )
     return history.history
@@ -62,6 +67,7 @@ def train_head(
     learning_rate: float = 1e-3,
     patience: int = 0,
     callbacks=None,
+    class_weight: dict[int, float] | None = None,
 ) -> dict[str, list[float]]:
     """Stage 1: trains the head with the whole backbone frozen.
 
@@ -74,6 +80,7 @@ def train_head(
         patience: Stop after this many epochs without a better `val_loss` and restore the
             best weights; 0 never stops early. Defaults to 0.
         callbacks: Extra Keras callbacks.
+        class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
 
     Returns:
         The Keras history dict, e.g. `{"loss": [...], "val_accuracy": [...]}`.
@@ -91,6 +98,7 @@ def train_head(
         initial_epoch=0,
         patience=patience,
         callbacks=callbacks,
+        class_weight=class_weight,
     )
 
 
@@ -105,6 +113,7 @@ def fine_tune(
     initial_epoch: int = 0,
     patience: int = 0,
     callbacks=None,
+    class_weight: dict[int, float] | None = None,
 ) -> dict[str, list[float]]:
     """Stage 2: unfreezes the top blocks (BatchNorm excepted), recompiles, trains on.
 
@@ -120,6 +129,7 @@ def fine_tune(
         initial_epoch: Where the epoch count continues from (stage 1's epoch count).
         patience: Early-stopping patience on `val_loss`; 0 never stops early.
         callbacks: Extra Keras callbacks.
+        class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
 
     Returns:
         The Keras history dict of this stage.
@@ -137,6 +147,7 @@ def fine_tune(
         initial_epoch=initial_epoch,
         patience=patience,
         callbacks=callbacks,
+        class_weight=class_weight,
     )
 
 
@@ -180,6 +191,13 @@ class TrainConfig:
         dropout: Dropout rate in the head.
         patience: Early-stopping patience in epochs; 0 turns early stopping off.
         seed: Seed for the split, shuffling and initialisation.
+        strict: Fail when a file cannot be read, instead of skipping it (see `scan_report.json`
+            in the run folder for what the pre-scan found).
+        augment: Augmentation preset of the training images: `"none"`, `"light"` or
+            `"strong"` (see `tlkeras.augment`).
+        flip, rotation, zoom, translation, contrast: Override one setting of the preset;
+            `None` keeps the preset's value.
+        class_weight: `"balanced"` weighs the loss so every class counts equally; `"none"`.
     """
 
     data_dir: str
@@ -198,6 +216,15 @@ class TrainConfig:
     dropout: float = 0.2
     patience: int = 5
     seed: int = 0
+    # Data checks, augmentation and class balance (tlkeras.scan, tlkeras.augment).
+    strict: bool = False
+    augment: str = "none"
+    flip: str | None = None
+    rotation: float | None = None
+    zoom: float | None = None
+    translation: float | None = None
+    contrast: float | None = None
+    class_weight: str = "none"
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -226,8 +253,9 @@ def train(config: TrainConfig) -> runs.Run:
     """Trains a classifier on a data folder and writes a run folder.
 
     The run folder holds `model.keras` (class names embedded), `class_names.json`,
-    `config.json` (the resolved configuration), `history.json`, `history.csv` and
-    `best.keras` (the checkpoint with the lowest validation loss).
+    `config.json` (the resolved configuration), `history.json`, `history.csv`,
+    `best.keras` (the checkpoint with the lowest validation loss) and `scan_report.json`
+    (what the pre-scan found: skipped and ignored files, images per class and split).
 
     Args:
         config: A `TrainConfig`.
@@ -242,6 +270,15 @@ def train(config: TrainConfig) -> runs.Run:
         ['0', '1']
     """
     _check_config(config)
+    augmentation = get_augmentation(
+        config.augment,
+        flip=config.flip,
+        rotation=config.rotation,
+        zoom=config.zoom,
+        translation=config.translation,
+        contrast=config.contrast,
+    )
+    check_class_weight(config.class_weight)
     keras.utils.set_random_seed(config.seed)
     image_size = resolve_image_size(config.image_size, config.backbone)
     data = load_data(
@@ -250,7 +287,9 @@ def train(config: TrainConfig) -> runs.Run:
         batch_size=config.batch_size,
         validation_split=config.validation_split,
         seed=config.seed,
+        strict=config.strict,
     )
+    class_weight = data.class_weight(config.class_weight)
     model = build_model(
         config.backbone,
         num_classes=len(data.class_names),
@@ -260,10 +299,11 @@ def train(config: TrainConfig) -> runs.Run:
         dropout=config.dropout,
     )
     os.makedirs(config.out, exist_ok=True)
+    data.report.save(os.path.join(config.out, SCAN_REPORT_FILE))
     checkpoint = keras.callbacks.ModelCheckpoint(
         os.path.join(config.out, runs.CHECKPOINT_FILE), monitor="val_loss", save_best_only=True
     )
-    train_ds, val_ds = data.dataset("train"), data.dataset("val")
+    train_ds, val_ds = data.dataset("train", augment=augmentation), data.dataset("val")
     head = train_head(
         model,
         train_ds,
@@ -272,6 +312,7 @@ def train(config: TrainConfig) -> runs.Run:
         learning_rate=config.learning_rate,
         patience=config.patience,
         callbacks=[checkpoint],
+        class_weight=class_weight,
     )
     stages = [head]
     if config.fine_tune_epochs:
@@ -286,9 +327,11 @@ def train(config: TrainConfig) -> runs.Run:
                 initial_epoch=len(head["loss"]),
                 patience=config.patience,
                 callbacks=[checkpoint],
+                class_weight=class_weight,
             )
         )
     resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
+    resolved["augmentation"] = dataclasses.asdict(augmentation)  # preset + overrides, resolved
     return runs.save_run(
         config.out,
         model=model,

@@ -1,0 +1,264 @@
+"""Data augmentation with Keras preprocessing layers, for training only.
+
+Augmentation randomly flips, rotates, zooms, shifts and changes the contrast of the training
+images every epoch, so a small data set looks bigger. It runs in the training tf.data
+pipeline (`Data.dataset("train", augment=...)`), never inside the saved model, so
+evaluation and prediction always see the images as they are.
+
+Presets (`augment="none" | "light" | "strong"`); any single setting can be overridden:
+
+    setting       light         strong        meaning
+    flip          horizontal    horizontal    keras.layers.RandomFlip mode
+    rotation      0.05          0.15          fraction of a full turn: 0.05 is +-18 degrees
+    zoom          0.1           0.25          +- fraction of the size
+    translation   0.1           0.15          +- fraction of the height and width
+    contrast      0.1           0.3           +- contrast factor
+
+Flips are horizontal only by default: many classes are not symmetric upside down, and some
+not even left-right (digits, letters, road signs): use `flip="none"` for those.
+
+Example:
+    >>> aug = get_augmentation("light", flip="none")
+    >>> train_ds = data.dataset("train", augment=aug)
+    >>> figure = preview_augmentation(["cat.jpg", "dog.jpg"], aug)  # an image grid
+    >>> figure.savefig("augmentation.png")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+_AMOUNTS = ("rotation", "zoom", "translation", "contrast")
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """The random transformations applied to training images; all zero means none.
+
+    Attributes:
+        flip: One of `FLIP_MODES`.
+        rotation: Maximum rotation as a fraction of a full turn (0.1 is 36 degrees).
+        zoom: Maximum zoom in or out, as a fraction of the image size (below 1).
+        translation: Maximum shift, as a fraction of the height and of the width.
+        contrast: Maximum contrast change factor.
+    """
+
+    flip: str = "none"
+    rotation: float = 0.0
+    zoom: float = 0.0
+    translation: float = 0.0
+    contrast: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one transformation is on."""
+        return self.flip != "none" or any(getattr(self, name) for name in _AMOUNTS)
+
+
+PRESETS = {
+    "none": Augmentation(),
+    "light": Augmentation("horizontal", rotation=0.05, zoom=0.1, translation=0.1, contrast=0.1),
+    "strong": Augmentation("horizontal", rotation=0.15, zoom=0.25, translation=0.15, contrast=0.3),
+}
+
+
+def get_augmentation(
+    augment="none",
+    *,
+    flip: str | None = None,
+    rotation: float | None = None,
+    zoom: float | None = None,
+    translation: float | None = None,
+    contrast: float | None = None,
+) -> Augmentation:
+    """Resolves a preset and overrides into a checked `Augmentation`.
+
+    Args:
+        augment: `"none"`, `"light"`, `"strong"` (see the module docstring) or an
+            `Augmentation`. Defaults to "none".
+        flip: Overrides the preset's flip: one of `FLIP_MODES`.
+        rotation: Overrides the rotation, a fraction of a full turn in [0, 1].
+        zoom: Overrides the zoom, in [0, 1).
+        translation: Overrides the translation, in [0, 1].
+        contrast: Overrides the contrast factor, in [0, 1].
+
+    Returns:
+        An `Augmentation`.
+
+    Example:
+        >>> get_augmentation("strong", rotation=0.0)
+        Augmentation(flip='horizontal', rotation=0.0, zoom=0.25, translation=0.15, contrast=0.3)
+    """
+    if isinstance(augment, Augmentation):
+        base = augment
+    elif isinstance(augment, str) and augment in PRESETS:
+        base = PRESETS[augment]
+    else:
+        raise ValueError(
+            f"augment must be one of {tuple(PRESETS)} or an Augmentation. "
+            f"Received: augment={augment!r}"
+        )
+    overrides = {
+        "flip": flip,
+        "rotation": rotation,
+        "zoom": zoom,
+        "translation": translation,
+        "contrast": contrast,
+    }
+    result = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if result.flip not in FLIP_MODES:
+        raise ValueError(f"flip must be one of {FLIP_MODES}. Received: flip={result.flip!r}")
+    for name in _AMOUNTS:
+        value = getattr(result, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number. Received: {name}={value!r}")
+        upper, within = ("below 1", value < 1) if name == "zoom" else ("at most 1", value <= 1)
+        if not (value >= 0 and within):
+            raise ValueError(
+                f"{name} must be a fraction from 0 (off) to {upper}, e.g. 0.1. "
+                f"Received: {name}={value!r}"
+            )
+    return result
+
+
+def build_augmentation(augmentation: Augmentation, *, seed: int | None = None):
+    """Builds the Keras preprocessing layers of an `Augmentation`.
+
+    The layers take float RGB batches in [0, 255] and keep that range. They transform only
+    when called with `training=True`; `Data.dataset` does that for the training split.
+
+    Args:
+        augmentation: From `get_augmentation`.
+        seed: Seed of the random transformations; `None` for unseeded.
+
+    Returns:
+        A `keras.Sequential` named `"augmentation"`, or `None` when nothing is enabled.
+
+    Example:
+        >>> layer = build_augmentation(get_augmentation("light"), seed=0)
+        >>> augmented = layer(images, training=True)
+    """
+    if not augmentation.enabled:
+        return None
+    layers = keras.layers
+
+    def seed_of(offset):
+        return None if seed is None else seed + offset
+
+    steps = []
+    if augmentation.flip != "none":
+        steps.append(layers.RandomFlip(augmentation.flip, seed=seed_of(1)))
+    if augmentation.rotation:
+        steps.append(layers.RandomRotation(augmentation.rotation, seed=seed_of(2)))
+    if augmentation.zoom:
+        steps.append(layers.RandomZoom(augmentation.zoom, seed=seed_of(3)))
+    if augmentation.translation:
+        shift = augmentation.translation
+        steps.append(layers.RandomTranslation(shift, shift, seed=seed_of(4)))
+    if augmentation.contrast:
+        steps.append(
+            layers.RandomContrast(augmentation.contrast, value_range=(0, 255), seed=seed_of(5))
+        )
+    return keras.Sequential(steps, name="augmentation")
+
+
+def augmentation_layer(augment, *, seed: int | None = None):
+    """Turns what a user passed as `augment` into a layer, or `None` for no augmentation.
+
+    Accepts `None`, a preset name, an `Augmentation` or a ready Keras layer (returned as is).
+    """
+    if augment is None:
+        return None
+    if isinstance(augment, keras.layers.Layer):
+        return augment
+    return build_augmentation(get_augmentation(augment), seed=seed)
+
+
+def preview_augmentation(
+    paths,
+    augment="light",
+    *,
+    image_size=128,
+    num_variants: int = 5,
+    seed: int = 0,
+):
+    """Draws each image next to `num_variants` random augmentations of it, as a grid.
+
+    The images are read and augmented exactly as in training (`tlkeras.images.load_image`,
+    then the layers of `build_augmentation`).
+
+    Args:
+        paths: Image files, one row of the grid each.
+        augment: A preset name, an `Augmentation` or a Keras layer. Defaults to "light".
+        image_size: An int or `(height, width)` the images are read at. Defaults to 128.
+        num_variants: Augmented copies per image. Defaults to 5.
+        seed: Seed of the random transformations. Defaults to 0.
+
+    Returns:
+        A `matplotlib.figure.Figure` (no pyplot state); save it with `figure.savefig(path)`.
+
+    Example:
+        >>> preview_augmentation(["cat.jpg"], "strong").savefig("preview.png")
+    """
+    from matplotlib.figure import Figure
+
+    from tlkeras.images import load_images
+
+    if not isinstance(num_variants, int) or num_variants < 1:
+        raise ValueError(
+            f"num_variants must be a positive int. Received: num_variants={num_variants!r}"
+        )
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("preview_augmentation needs at least one image path. Received: paths=[]")
+    images = load_images(paths, image_size).astype("float32")
+    layer = augmentation_layer(augment, seed=seed)
+    columns = [images] + [
+        images if layer is None else np.asarray(layer(images, training=True))
+        for _ in range(num_variants)
+    ]
+    figure = Figure(figsize=(1.6 * (num_variants + 1), 1.6 * len(paths)), layout="constrained")
+    axes = figure.subplots(len(paths), num_variants + 1, squeeze=False)
+    for row, path in enumerate(paths):
+        for column, batch in enumerate(columns):
+            ax = axes[row][column]
+            ax.imshow(np.clip(batch[row], 0, 255).astype("uint8"))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title("original" if column == 0 else f"augmented {column}", fontsize=8)
+        axes[row][0].set_ylabel(os.path.basename(path)[:20], fontsize=7)
+    return figure
+
+
+def sample_paths(data_dir, *, num_images: int = 4, seed: int = 0) -> list[str]:
+    """Picks up to `num_images` readable training images, one class after another.
+
+    Example:
+        >>> sample_paths("data_samples/day_night/day", num_images=3)  # doctest: +SKIP
+        ['.../bus/day_bus_014.png', '.../car/day_car_051.png', '.../truck/day_truck_003.png']
+    """
+    from tlkeras.images import verify_image
+    from tlkeras.scan import find_split_folders, scan_class_folders
+
+    folder = find_split_folders(data_dir).get("train", os.fspath(data_dir))
+    files, class_names = scan_class_folders(folder)
+    rng = np.random.default_rng(seed)
+    queues = [
+        [str(p) for p in rng.permutation(np.asarray(files.paths)[files.labels == label])]
+        for label in range(len(class_names))
+    ]
+    picked = []
+    while len(picked) < num_images and any(queues):
+        for queue in queues:
+            while queue and len(picked) < num_images:
+                path = str(queue.pop())
+                if verify_image(path) is None:
+                    picked.append(path)
+                    break
+    return picked
