@@ -31,6 +31,7 @@ from tlkeras.model import (
     resolve_image_size,
     unfreeze_top_blocks,
 )
+from tlkeras.plots import HISTORY_PLOT_FILE, plot_history
 
 
 def _fit(model, train_data, validation_data, *, epochs, initial_epoch, patience, callbacks):
@@ -226,8 +227,9 @@ def train(config: TrainConfig) -> runs.Run:
     """Trains a classifier on a data folder and writes a run folder.
 
     The run folder holds `model.keras` (class names embedded), `class_names.json`,
-    `config.json` (the resolved configuration), `history.json`, `history.csv` and
-    `best.keras` (the checkpoint with the lowest validation loss).
+    `config.json` (the resolved configuration), `history.json`, `history.csv`,
+    `history.png` (the training curves) and `best.keras` (the checkpoint with the lowest
+    validation loss).
 
     Args:
         config: A `TrainConfig`.
@@ -289,10 +291,12 @@ def train(config: TrainConfig) -> runs.Run:
             )
         )
     resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
-    return runs.save_run(
+    run = runs.save_run(
         config.out,
         model=model,
         class_names=data.class_names,
         config=resolved,
         history=merge_histories(*stages),
     )
+    plot_history(run.history, path=os.path.join(config.out, HISTORY_PLOT_FILE))
+    return run
