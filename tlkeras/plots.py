@@ -1,9 +1,9 @@
 """Pictures of a run: training curves, confusion matrices, image grids, LR sweeps, comparisons.
 
 Every function returns a matplotlib `Figure` and, given `path=`, also saves it as a PNG. The
-figures are made without `pyplot`, so nothing piles up in pyplot's list of open figures, no
-global backend is switched, and they can be drawn in worker threads; saving uses matplotlib's
-Agg renderer. In a Jupyter notebook a returned figure shows inline.
+figures are made without `pyplot`, so nothing piles up in pyplot's list of open figures and
+no global backend is switched; saving uses matplotlib's Agg renderer. In a Jupyter notebook
+a returned figure shows inline.
 
 Example:
     >>> from tlkeras import plots
@@ -31,6 +31,8 @@ HISTORY_PLOT_FILE = "history.png"
 DPI = 100
 #: Above this many classes a confusion matrix no longer prints a number in every cell.
 MAX_ANNOTATED_CLASSES = 30
+#: The largest side of a figure that grows with the number of classes, in inches.
+MAX_FIGURE_INCHES = 24
 CORRECT_COLOUR = "#1a7f37"
 WRONG_COLOUR = "#cf222e"
 
@@ -183,14 +185,16 @@ def plot_confusion_matrix(report: dict, *, normalize: bool = False, path=None) -
     names = report["class_names"]
     key = "confusion_matrix_normalized" if normalize else "confusion_matrix"
     matrix = np.asarray(report[key], dtype=float)
-    side = max(4.5, 0.45 * len(names) + 2.5)
+    side = min(MAX_FIGURE_INCHES, max(4.5, 0.45 * len(names) + 2.5))
     figure = InlineFigure(figsize=(side + 1, side), layout="constrained")
     ax = figure.subplots()
     image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     figure.colorbar(image, ax=ax, shrink=0.8)
     ticks = np.arange(len(names))
-    ax.set_xticks(ticks, names, rotation=45 if len(names) > 4 else 0, ha="right")
-    ax.set_yticks(ticks, names)
+    fontsize = 10 if len(names) <= MAX_ANNOTATED_CLASSES else 6
+    rotation = 45 if len(names) > 4 else 0
+    ax.set_xticks(ticks, names, rotation=rotation, ha="right", fontsize=fontsize)
+    ax.set_yticks(ticks, names, fontsize=fontsize)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title("Confusion matrix" + (" (each row sums to 1)" if normalize else " (images)"))
@@ -213,7 +217,8 @@ def plot_per_class(report: dict, *, path=None) -> Figure:
     rows = report["per_class"]
     positions = np.arange(len(names))
     height = 0.27
-    figure = InlineFigure(figsize=(7, max(2.5, 0.4 * len(names) + 1.2)), layout="constrained")
+    height = min(3 * MAX_FIGURE_INCHES, max(2.5, 0.4 * len(names) + 1.2))
+    figure = InlineFigure(figsize=(7, height), layout="constrained")
     ax = figure.subplots()
     metrics = ("precision", "recall", "f1-score")
     for offset, metric in zip((-height, 0, height), metrics, strict=True):
