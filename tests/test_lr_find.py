@@ -8,7 +8,7 @@ import pytest
 
 import tlkeras as tl
 from tlkeras.cli import main
-from tlkeras.lr_find import smooth, suggest_learning_rate
+from tlkeras.lr_find import check_curve, smooth, suggest_learning_rate
 from tlkeras.model import get_base
 
 # The module, not the function `tlkeras.lr_find` that shadows it as a package attribute.
@@ -82,6 +82,9 @@ def test_rules_on_a_curve_with_a_known_shape():
     assert suggest_learning_rate(rates, losses, rule="minimum") == pytest.approx(
         rates[lowest] / 10
     )
+    assert check_curve(losses) is None
+    assert "the loss never fell by 2%" in check_curve(np.full(30, 2.0))
+    assert "diverged after 5 batches" in check_curve(losses[:5])
     top_of_the_fall = np.argmax(losses[:lowest])
     valley = suggest_learning_rate(rates, losses, rule="valley")
     assert rates[top_of_the_fall] < valley < rates[lowest]  # on the fall, short of the minimum

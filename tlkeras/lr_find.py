@@ -43,8 +43,8 @@ RULES = ("valley", "steepest", "minimum")
 SMOOTHING = 0.98
 #: The sweep stops once the smoothed loss exceeds this multiple of its lowest value.
 DIVERGENCE_FACTOR = 4.0
-#: Below this relative change of the smoothed loss the curve is too flat to read.
-FLAT_CURVE = 0.02
+#: The smoothed loss must fall by this fraction of its first value for a curve to be readable.
+MIN_FALL = 0.02
 RULE_EXPLANATIONS = {
     "valley": "the middle of the longest stretch where the loss keeps falling (fastai's "
     "'valley' rule)",
@@ -257,24 +257,27 @@ def lr_find(
         rule=rule,
         explanation=RULE_EXPLANATIONS[rule],
         stage=stage,
-        warning=_check_curve(smoothed),
+        warning=check_curve(smoothed),
     )
 
 
-def _check_curve(smoothed: list[float]) -> str | None:
-    """Says why a sweep cannot be read, or returns None when it looks usable."""
-    finite = [loss for loss in smoothed if math.isfinite(loss)]
-    start = finite[0] if finite else math.nan
-    if not finite or (max(finite) - min(finite)) < FLAT_CURVE * abs(start):
-        return (
-            "the loss hardly changed over the whole sweep, so the suggestion is guesswork. "
-            "This happens with a random backbone (weights none) or too few steps; try "
-            "ImageNet weights or more steps."
-        )
+def check_curve(smoothed_losses) -> str | None:
+    """Says why a sweep cannot be read, or returns None when it looks usable.
+
+    A sweep is readable when the smoothed loss falls by at least `MIN_FALL` of its starting
+    value somewhere, over at least 20 batches.
+    """
+    finite = [loss for loss in smoothed_losses if math.isfinite(loss)]
     if len(finite) < 20:
         return (
             f"the loss diverged after {len(finite)} batches; start from a smaller min_lr to "
             "see where it falls."
+        )
+    if finite[0] - min(finite) < MIN_FALL * abs(finite[0]):
+        return (
+            f"the loss never fell by {MIN_FALL:.0%} of its starting value, so there is no "
+            "good range to read and the suggestion is guesswork. This happens with a random "
+            "backbone (weights none), labels the model cannot learn, or too few steps."
         )
     return None
 
