@@ -65,3 +65,40 @@ __all__ = [
     "train_head",
     "unfreeze_top_blocks",
 ]
+
+# Seeing what the model learned: training curves, evaluation reports, Grad-CAM, the
+# learning-rate finder and backbone comparison. Every plot_* returns a matplotlib Figure
+# (shown inline in notebooks) and saves a PNG when given path=.
+from tlkeras.compare import compare_backbones  # noqa: E402
+from tlkeras.evaluate import most_confused, top_losses  # noqa: E402
+from tlkeras.explain import explain, gradcam  # noqa: E402
+from tlkeras.lr_find import lr_find  # noqa: E402
+from tlkeras.plots import (  # noqa: E402
+    plot_comparison,
+    plot_confusion_matrix,
+    plot_gradcam,
+    plot_history,
+    plot_lr_find,
+    plot_per_class,
+    plot_predictions,
+    plot_top_losses,
+)
+from tlkeras.report import write_report  # noqa: E402
+
+__all__ += [
+    "compare_backbones",
+    "explain",
+    "gradcam",
+    "lr_find",
+    "most_confused",
+    "plot_comparison",
+    "plot_confusion_matrix",
+    "plot_gradcam",
+    "plot_history",
+    "plot_lr_find",
+    "plot_per_class",
+    "plot_predictions",
+    "plot_top_losses",
+    "top_losses",
+    "write_report",
+]

@@ -18,8 +18,12 @@ EXAMPLES = """examples:
   python -m tlkeras train data_samples/digits --weights none --image-size 32 \\
       --epochs 3 --fine-tune-epochs 2 --out runs/digits
   python -m tlkeras predict runs/digits data_samples/predict_examples/digit_3.png
-  python -m tlkeras evaluate runs/digits data_samples/digits
+  python -m tlkeras evaluate runs/digits data_samples/digits --out reports/digits
   python -m tlkeras scan data_samples/digits
+  python -m tlkeras explain runs/digits data_samples/predict_examples/digit_3.png
+  python -m tlkeras lr-find data_samples/digits --weights none --image-size 32
+  python -m tlkeras compare data_samples/digits --backbones vgg16,mobilenet_v2 \\
+      --weights none --image-size 32 --epochs 3
 """
 
 
@@ -146,6 +150,9 @@ def _add_predict(commands) -> None:
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--top-k", type=int, default=3, help="classes per image (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--grid", metavar="PNG", help="also save the images with their top class as a PNG grid"
+    )
     p.set_defaults(handler=_predict)
 
 
@@ -153,7 +160,13 @@ def _predict(args) -> int:
     from tlkeras.predict import predict
     from tlkeras.runs import load_run
 
-    results = predict(load_run(args.run_dir), args.images, top_k=args.top_k)
+    run = load_run(args.run_dir)
+    results = predict(run, args.images, top_k=args.top_k)
+    if args.grid:
+        from tlkeras.plots import plot_predictions
+
+        plot_predictions(results, image_size=run.image_size, path=args.grid)
+        print(f"Saved the predictions grid to {args.grid}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
         return 0
@@ -180,18 +193,40 @@ def _add_evaluate(commands) -> None:
         help="which split folder (default: test, else val)",
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    report = p.add_argument_group("report")
+    report.add_argument(
+        "--out",
+        metavar="REPORT_DIR",
+        help="write a report folder: report.html (open it in a browser, works offline), "
+        "metrics.json, confusion matrices (PNG, JSON), per-class chart, top losses",
+    )
+    report.add_argument(
+        "--top-losses",
+        type=int,
+        default=16,
+        metavar="N",
+        help="images in the top-losses grid (default: %(default)s)",
+    )
     p.set_defaults(handler=_evaluate)
 
 
 def _evaluate(args) -> int:
     from tlkeras.evaluate import evaluate, format_report
+    from tlkeras.report import report_metrics, write_report
     from tlkeras.runs import load_run
 
-    report = evaluate(load_run(args.run_dir), args.data_dir, split=args.split)
+    run = load_run(args.run_dir)
+    report = evaluate(run, args.data_dir, split=args.split)
+    summary = report_metrics(report, run=run)
+    if summary["warning"]:
+        print(f"tlkeras: warning: {summary['warning']}", file=sys.stderr)
+    if args.out:
+        page = write_report(run, report, args.out, num_top_losses=args.top_losses)
+        print(f"Wrote the report to {page}", file=sys.stderr)
     if args.json:
-        keep = ("split", "num_images", "accuracy", "class_names", "per_class", "confusion_matrix")
-        keep += ("skipped_files",)
-        print(json.dumps({key: report[key] for key in keep}, indent=2, ensure_ascii=False))
+        summary["confusion_matrix"] = report["confusion_matrix"]
+        summary["skipped_files"] = report["skipped_files"]
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
         print(format_report(report))
     return 0
@@ -358,6 +393,204 @@ def _preview(args) -> int:
     return 0
 
 
+# -- seeing what the model learned: explain, lr-find, compare, plot-history --------------------
+
+
+def _add_explain(commands) -> None:
+    p = commands.add_parser(
+        "explain",
+        help="show where the model looked (Grad-CAM heatmaps)",
+        description="Overlay a Grad-CAM heatmap on each image: the regions that pushed the "
+        "model towards the predicted class (or --class). Writes DIR/<image>_gradcam.png.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (or .keras file) from train")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    p.add_argument("--out", default="explain", metavar="DIR", help="(default: %(default)s)")
+    p.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="explain this class instead of the predicted one",
+    )
+    p.add_argument(
+        "--layer", help="backbone layer to use (default: its last convolutional feature map)"
+    )
+    p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity (default: 0.4)")
+    p.set_defaults(handler=_explain)
+
+
+def _explain(args) -> int:
+    from tlkeras.explain import explain, save_explanations
+    from tlkeras.runs import load_run
+
+    run = load_run(args.run_dir)
+    results = explain(
+        run, args.images, class_name=args.class_name, layer_name=args.layer, alpha=args.alpha
+    )
+    for item, path in zip(results, save_explanations(results, args.out), strict=True):
+        print(
+            f"{item['path']}: predicted {item['predicted']} {item['probability']:.3f}; "
+            f"Grad-CAM for {item['class_name']} saved to {path}"
+        )
+    return 0
+
+
+def _add_model_and_data_arguments(p, *, epochs: int) -> None:
+    """The model and data flags lr-find and compare share with train (same defaults)."""
+    model = p.add_argument_group("model")
+    model.add_argument(
+        "--weights", default="imagenet", metavar="imagenet|none|PATH", help="(default: imagenet)"
+    )
+    model.add_argument(
+        "--image-size", type=int, help="square input size in pixels (default: the backbone's)"
+    )
+    model.add_argument("--dense-units", type=int, default=1024, help="(default: %(default)s)")
+    model.add_argument("--dropout", type=float, default=0.2, help="(default: %(default)s)")
+    data = p.add_argument_group("data")
+    data.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+    data.add_argument("--validation-split", type=float, default=0.2, help="(default: 0.2)")
+    data.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    training = p.add_argument_group("training")
+    training.add_argument(
+        "--epochs", type=int, default=epochs, help="stage 1 epochs (default: %(default)s)"
+    )
+    training.add_argument(
+        "--lr", type=float, default=1e-3, help="stage 1 learning rate (default: %(default)s)"
+    )
+    training.add_argument(
+        "--unfreeze", type=int, default=1, help="blocks unfrozen in stage 2 (default: 1)"
+    )
+
+
+def _config(args, **overrides):
+    from tlkeras.train import TrainConfig
+
+    fields = dict(
+        data_dir=args.data_dir,
+        out=args.out,
+        weights=args.weights,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        unfreeze=args.unfreeze,
+        learning_rate=args.lr,
+        validation_split=args.validation_split,
+        dense_units=args.dense_units,
+        dropout=args.dropout,
+        seed=args.seed,
+    )
+    return TrainConfig(**{**fields, **overrides})
+
+
+def _add_lr_find(commands) -> None:
+    from tlkeras.backbones import BACKBONES
+    from tlkeras.lr_find import RULES
+
+    p = commands.add_parser(
+        "lr-find",
+        help="sweep the learning rate and suggest one",
+        description="Grow the learning rate exponentially over a few batches, plot the loss "
+        "against it (DIR/lr_find.png) and suggest a rate. Stage 1 sweeps the head; stage 2 "
+        "the unfrozen top blocks of a model whose head is trained (from --run, or trained "
+        "here for --epochs first). The model's weights are restored afterwards.",
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder of class folders")
+    p.add_argument("--out", default="runs/lr_find", metavar="DIR", help="(default: %(default)s)")
+    p.add_argument(
+        "--backbone", default="vgg16", choices=sorted(BACKBONES), help="(default: %(default)s)"
+    )
+    sweep = p.add_argument_group("sweep")
+    sweep.add_argument("--stage", type=int, choices=(1, 2), default=1, help="(default: 1)")
+    sweep.add_argument(
+        "--run", metavar="RUN_DIR", help="start from this trained run (its backbone and size)"
+    )
+    sweep.add_argument("--min-lr", type=float, default=1e-7, help="(default: %(default)s)")
+    sweep.add_argument("--max-lr", type=float, default=10.0, help="(default: %(default)s)")
+    sweep.add_argument("--num-steps", type=int, default=100, help="batches (default: 100)")
+    sweep.add_argument("--rule", choices=RULES, default="valley", help="(default: valley)")
+    _add_model_and_data_arguments(p, epochs=3)
+    p.set_defaults(handler=_lr_find)
+
+
+def _lr_find(args) -> int:
+    from tlkeras.lr_find import lr_find_from_config
+
+    result = lr_find_from_config(
+        _config(args, backbone=args.backbone),
+        stage=args.stage,
+        run_dir=args.run,
+        min_lr=args.min_lr,
+        max_lr=args.max_lr,
+        num_steps=args.num_steps,
+        rule=args.rule,
+    )
+    print(result.summary())
+    print(f"Saved the plot to {os.path.join(args.out, 'lr_find.png')}")
+    return 0
+
+
+def _add_compare(commands) -> None:
+    p = commands.add_parser(
+        "compare",
+        help="train several backbones on the same split and compare them",
+        description="Train each backbone with the same data, split, seed and settings, then "
+        "write a table (comparison.csv, .json) of validation accuracy, training time, "
+        "images/s, parameters and model size, and a bar chart (comparison.png).",
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder of class folders")
+    p.add_argument(
+        "--backbones",
+        required=True,
+        metavar="NAMES",
+        help="comma-separated, e.g. vgg16,resnet50,inceptionv3",
+    )
+    p.add_argument("--out", default="runs/compare", metavar="DIR", help="(default: %(default)s)")
+    _add_model_and_data_arguments(p, epochs=10)
+    stage2 = p.add_argument_group("stage 2")
+    stage2.add_argument("--fine-tune-epochs", type=int, default=0, help="(default: 0)")
+    stage2.add_argument("--fine-tune-lr", type=float, default=1e-5, help="(default: 1e-05)")
+    stage2.add_argument(
+        "--patience", type=int, default=5, help="early-stopping patience, 0 for off (default: 5)"
+    )
+    p.set_defaults(handler=_compare)
+
+
+def _compare(args) -> int:
+    from tlkeras.compare import compare_backbones, format_comparison
+
+    config = _config(
+        args,
+        fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_learning_rate=args.fine_tune_lr,
+        patience=args.patience,
+    )
+    rows = compare_backbones(config, args.backbones)
+    print(format_comparison(rows))
+    print(f"Saved the table and chart to {args.out}/comparison.csv, .json, .png")
+    return 0
+
+
+def _add_plot_history(commands) -> None:
+    p = commands.add_parser(
+        "plot-history",
+        help="redraw the training curves of a run",
+        description="Redraw loss and accuracy per epoch from RUN_DIR/history.json, with a "
+        "line where fine-tuning starts (train already saves RUN_DIR/history.png).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder from train")
+    p.add_argument("--out", metavar="PNG", help="(default: RUN_DIR/history.png)")
+    p.set_defaults(handler=_plot_history)
+
+
+def _plot_history(args) -> int:
+    from tlkeras.plots import HISTORY_PLOT_FILE, plot_history
+
+    path = args.out or os.path.join(args.run_dir, HISTORY_PLOT_FILE)
+    plot_history(args.run_dir, path=path)
+    print(f"Saved the training curves to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `tlkeras` argument parser with one subcommand per task."""
     parser = _Parser(
@@ -369,7 +602,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     commands._parser_class = _Parser
-    for add in (_add_train, _add_predict, _add_evaluate, _add_backbones, _add_scan, _add_preview):
+    for add in (
+        _add_train,
+        _add_predict,
+        _add_evaluate,
+        _add_backbones,
+        _add_scan,
+        _add_preview,
+        _add_explain,
+        _add_lr_find,
+        _add_compare,
+        _add_plot_history,
+    ):
         add(commands)
     return parser
 

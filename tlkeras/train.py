@@ -32,6 +32,7 @@ from tlkeras.model import (
     resolve_image_size,
     unfreeze_top_blocks,
 )
+from tlkeras.plots import HISTORY_PLOT_FILE, plot_history
 from tlkeras.scan import SCAN_REPORT_FILE
 
 
@@ -254,8 +255,9 @@ def train(config: TrainConfig) -> runs.Run:
 
     The run folder holds `model.keras` (class names embedded), `class_names.json`,
     `config.json` (the resolved configuration), `history.json`, `history.csv`,
-    `best.keras` (the checkpoint with the lowest validation loss) and `scan_report.json`
-    (what the pre-scan found: skipped and ignored files, images per class and split).
+    `history.png` (the training curves), `best.keras` (the checkpoint with the lowest
+    validation loss) and `scan_report.json` (what the pre-scan found: skipped and ignored
+    files, images per class and split).
 
     Args:
         config: A `TrainConfig`.
@@ -332,10 +334,12 @@ def train(config: TrainConfig) -> runs.Run:
         )
     resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
     resolved["augmentation"] = dataclasses.asdict(augmentation)  # preset + overrides, resolved
-    return runs.save_run(
+    run = runs.save_run(
         config.out,
         model=model,
         class_names=data.class_names,
         config=resolved,
         history=merge_histories(*stages),
     )
+    plot_history(run.history, path=os.path.join(config.out, HISTORY_PLOT_FILE))
+    return run
