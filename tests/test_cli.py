@@ -48,7 +48,7 @@ def test_train_predict_evaluate(capsys, image_folder, tmp_path):
     assert sum(p for _, p in result["top"]) == pytest.approx(1.0, abs=1e-4)
     code, out, err = run_cli(capsys, "evaluate", run_dir, image_folder)
     assert code == 0, err
-    assert "Evaluated 24 images" in out and "accuracy" in out
+    assert "Evaluated 4 images (split: val)" in out and "accuracy" in out
 
 
 @pytest.mark.parametrize(

@@ -156,9 +156,22 @@ def test_report_folder_is_complete_and_self_contained(colour_run, planted_folder
 
 
 def test_evaluating_on_the_training_folder_is_flagged(colour_run):
-    report = tl.evaluate(colour_run, colour_run.config["data_dir"])
+    report = tl.evaluate(colour_run, colour_run.config["data_dir"], split="all")
     summary = report_metrics(report, run=colour_run)
     assert "include the ones the model was trained on" in summary["warning"]
+
+
+def test_the_training_folder_is_evaluated_on_its_held_out_images_by_default(colour_run):
+    report = tl.evaluate(colour_run, colour_run.config["data_dir"])
+    assert report["split"] == "val"
+    held_out = tl.load_data(
+        colour_run.config["data_dir"],
+        image_size=32,
+        validation_split=colour_run.config["validation_split"],
+        seed=colour_run.config["seed"],
+    )
+    assert report["paths"] == list(held_out.folder.splits["val"].paths)
+    assert report_metrics(report, run=colour_run)["warning"] is None
 
 
 def test_top_k_accuracy_is_reported_above_five_classes(tmp_path):

@@ -95,7 +95,7 @@ def test_bare_keras_file_carries_its_class_names(trained_run):
 
 def test_evaluate_on_the_training_folder(trained_run):
     run, data_dir = trained_run
-    report = tl.evaluate(run, data_dir)
+    report = tl.evaluate(run, data_dir, split="all")
     assert report["split"] == "all" and report["num_images"] == 24
     assert report["y_true"] == [0] * 12 + [1] * 12
     assert np.sum(report["confusion_matrix"]) == 24

@@ -20,25 +20,32 @@ Or all at once, writing a run folder that `load_run`, `predict` and `evaluate` u
 
 __version__ = "0.1.0"
 
+from tlkeras import labs  # noqa: F401  (tl.labs.check_*: the teaching-lab checkers)
 from tlkeras.augment import Augmentation, get_augmentation, preview_augmentation
 from tlkeras.backbones import BACKBONES, get_backbone
-from tlkeras.data import load_data, scan_folder
+from tlkeras.data import load_data, sample_per_class, scan_folder
 from tlkeras.evaluate import evaluate
 from tlkeras.layers import Preprocess
 from tlkeras.model import (
     WeightsUnavailableError,
+    block_summary,
     build_model,
     compile_model,
     freeze_backbone,
+    imagenet_or_none,
     load_backbone,
     unfreeze_top_blocks,
 )
 from tlkeras.predict import predict
 from tlkeras.runs import Run, load_run, save_model
 from tlkeras.scan import ScanReport, scan_dataset
-from tlkeras.train import TrainConfig, fine_tune, train, train_head
+from tlkeras.train import TrainConfig, fine_tune, merge_histories, train, train_head
 
 __all__ = [
+    "block_summary",
+    "imagenet_or_none",
+    "merge_histories",
+    "sample_per_class",
     "Augmentation",
     "BACKBONES",
     "Preprocess",

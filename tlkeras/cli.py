@@ -189,8 +189,9 @@ def _add_evaluate(commands) -> None:
     )
     p.add_argument(
         "--split",
-        choices=("train", "val", "test"),
-        help="which split folder (default: test, else val)",
+        choices=("train", "val", "test", "all"),
+        help="which images: a split folder, or for the folder the run was trained on its "
+        "train/val part, or all (default: test, else the validation images)",
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     report = p.add_argument_group("report")

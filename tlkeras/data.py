@@ -367,3 +367,49 @@ def load_data(
     num_images = sum(len(files) for files in folder.splits.values())
     cache = num_images * size[0] * size[1] * 3 <= memory_budget()
     return Data(folder, folder.class_names, size, batch_size, seed, report, cache)
+
+
+def sample_per_class(data_dir, out_dir, *, num_per_class: int, seed: int = 0) -> str:
+    """Copies a few labelled images per class into `out_dir/train/`, the rest into `test/`.
+
+    Handy for "what if I only had N labelled images?" experiments, such as recovering from a
+    domain shift with a handful of target images.
+
+        out_dir/
+            train/<class_name>/   num_per_class images per class, picked by seed
+            test/<class_name>/    every other image
+
+    Args:
+        data_dir: A folder of class folders.
+        out_dir: Where to write the two splits; it must not exist yet.
+        num_per_class: Training images per class.
+        seed: Which images are picked. Defaults to 0.
+
+    Returns:
+        `out_dir`, ready for `load_data` (train is split again for validation).
+
+    Example:
+        >>> sample_per_class("data_samples/day_night/night", "runs/night_5", num_per_class=5)
+    """
+    import shutil
+
+    if os.path.exists(out_dir):
+        raise ValueError(
+            f"{out_dir!r} already exists. Pass a new folder so no images get mixed in. "
+            f"Received: out_dir={out_dir!r}"
+        )
+    split, class_names = scan_class_folders(data_dir)
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(class_names):
+        members = np.flatnonzero(split.labels == label)
+        if len(members) <= num_per_class:
+            raise ValueError(
+                f"Class {name!r} has {len(members)} images, so {num_per_class} for training "
+                f"would leave none to test on. Received: num_per_class={num_per_class!r}"
+            )
+        chosen = set(rng.choice(members, size=num_per_class, replace=False).tolist())
+        for index in members:
+            target = os.path.join(out_dir, "train" if index in chosen else "test", name)
+            os.makedirs(target, exist_ok=True)
+            shutil.copy2(split.paths[index], target)
+    return os.fspath(out_dir)

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from sklearn import metrics
 
-from tlkeras.data import Split, find_split_folders, scan_class_folders
+from tlkeras.data import Split, find_split_folders, scan_class_folders, scan_folder
 from tlkeras.predict import predict_probabilities
 from tlkeras.runs import Run
 from tlkeras.scan import drop_unreadable
@@ -23,27 +23,52 @@ from tlkeras.scan import drop_unreadable
 def evaluation_split(run: Run, data_dir, *, split: str | None = None) -> tuple[str, Split]:
     """Picks the files to evaluate on and checks that their classes are the run's classes.
 
-    A plain folder of class folders is evaluated whole (`split="all"`). A folder with split
-    subfolders is evaluated on `split`; by default `test/` if present, else `val/`.
+    - A folder with split subfolders is evaluated on `split`: by default `test/` if present,
+      else `val/`.
+    - A plain folder of class folders that the run was trained on is evaluated on the same
+      held-out validation images as in training (`split="val"`, re-made from the run's
+      `validation_split` and `seed`), so the numbers are honest.
+    - Any other plain folder is evaluated whole (`split="all"`).
 
     Returns:
         `(split_name, split)`.
+
+    Raises:
+        ValueError: If the split does not exist or the classes differ from the run's.
     """
     layout = find_split_folders(data_dir)
-    if not layout:
-        split, folder = "all", data_dir
-    else:
+    if layout:
         split = split or ("test" if "test" in layout else "val")
         if split not in layout:
             raise ValueError(
                 f"{data_dir!r} has no {split!r} folder; it has {sorted(layout)}. Pass one of "
                 f"those as the split. Received: split={split!r}"
             )
-        folder = layout[split]
-    files, names = scan_class_folders(folder)
+        files, names = scan_class_folders(layout[split])
+    else:
+        trained_on = run.config.get("data_dir")
+        same_folder = bool(trained_on) and os.path.realpath(trained_on) == os.path.realpath(
+            data_dir
+        )
+        split = split or ("val" if same_folder else "all")
+        if split == "all":
+            files, names = scan_class_folders(data_dir)
+        elif split in ("train", "val") and same_folder:
+            folder = scan_folder(
+                data_dir,
+                validation_split=run.config.get("validation_split", 0.2),
+                seed=run.config.get("seed", 0),
+            )
+            files, names = folder.splits[split], folder.class_names
+        else:
+            raise ValueError(
+                f"{data_dir!r} is one folder of class folders, so it can be evaluated whole "
+                "(split 'all'), or, if the run was trained on it, on its 'train' or 'val' part. "
+                f"Received: split={split!r}"
+            )
     if names != list(run.class_names):
         raise ValueError(
-            f"The classes in {folder!r} ({names}) differ from the classes the model was "
+            f"The classes in {data_dir!r} ({names}) differ from the classes the model was "
             f"trained on ({run.class_names}). Evaluate on a folder with the same class folders. "
             f"Received: data_dir={data_dir!r}"
         )
@@ -65,8 +90,8 @@ def evaluate(run: Run, data_dir, *, split: str | None = None, batch_size: int = 
     Args:
         run: A `Run` from `tlkeras.load_run` or `tlkeras.train`.
         data_dir: A folder of class folders, or of `train/`, `val/`, `test/` folders.
-        split: `"test"`, `"val"` or `"train"` for split folders; by default `test/` if present,
-            else `val/`; a plain folder of class folders is evaluated whole.
+        split: `"test"`, `"val"`, `"train"` or `"all"`; by default `test/` if present, else
+            the validation images (see `evaluation_split`).
         batch_size: Images per forward pass. Defaults to 32.
 
     Returns:

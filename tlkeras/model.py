@@ -277,3 +277,53 @@ def compile_model(model: keras.Model, *, learning_rate: float) -> None:
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+
+
+def imagenet_or_none(backbone: str, *, image_size=None) -> str:
+    """Returns `"imagenet"` when the ImageNet weights can be had, else `"none"`, with a note.
+
+    Tries Keras' own download and cache once. Offline (a lab without internet, CI), it prints
+    a visible note that the numbers that follow are not transfer learning, and how to get the
+    weights. Notebooks use it so they run anywhere.
+
+    Args:
+        backbone: The registry name, e.g. `"vgg16"`.
+        image_size: The input size the model will use; defaults to the backbone's.
+
+    Returns:
+        `"imagenet"` or `"none"`, ready for `build_model(weights=...)` or `TrainConfig`.
+
+    Example:
+        >>> weights = imagenet_or_none("vgg16", image_size=32)
+    """
+    try:
+        load_backbone(backbone, image_size=image_size, weights="imagenet")
+    except WeightsUnavailableError as error:
+        print(
+            "NOTE: the ImageNet weights could not be downloaded, so this runs with random "
+            "weights (weights='none'). The numbers below are NOT transfer learning until real "
+            f"weights are present. To get them: {str(error).split('; ', 1)[1]}"
+        )
+        return "none"
+    return "imagenet"
+
+
+def block_summary(model: keras.Model) -> str:
+    """A table of the backbone's blocks, bottom to top: layers, weights, trainable weights.
+
+    Example:
+        >>> model = build_model("vgg16", num_classes=2, image_size=32, weights=None)
+        >>> unfreeze_top_blocks(model, 1)
+        ['block5']
+        >>> print(block_summary(model))  # block5 shows its weights as trainable
+    """
+    base = get_base(model)
+    rows: dict[str, list[int]] = {}
+    for layer, block in zip(base.layers, layer_blocks(backbone_of(model), base), strict=True):
+        row = rows.setdefault(block, [0, 0, 0])
+        row[0] += 1
+        row[1] += sum(int(w.numpy().size) for w in layer.weights)
+        row[2] += sum(int(w.numpy().size) for w in layer.trainable_weights)
+    lines = [f"{'block':10} {'layers':>6} {'weights':>11} {'trainable':>11}"]
+    lines += [f"{name:10} {n:6d} {w:11,d} {t:11,d}" for name, (n, w, t) in rows.items()]
+    return "\n".join(lines)

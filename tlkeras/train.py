@@ -115,6 +115,7 @@ def fine_tune(
     patience: int = 0,
     callbacks=None,
     class_weight: dict[int, float] | None = None,
+    freeze_batchnorm: bool = True,
 ) -> dict[str, list[float]]:
     """Stage 2: unfreezes the top blocks (BatchNorm excepted), recompiles, trains on.
 
@@ -131,6 +132,8 @@ def fine_tune(
         patience: Early-stopping patience on `val_loss`; 0 never stops early.
         callbacks: Extra Keras callbacks.
         class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
+        freeze_batchnorm: Keep BatchNorm frozen. Defaults to True; False reproduces the
+            classic mistake, for teaching (see `build_model`).
 
     Returns:
         The Keras history dict of this stage.
@@ -138,7 +141,7 @@ def fine_tune(
     Example:
         >>> history = fine_tune(model, train_ds, val_ds, epochs=3, unfreeze=2, initial_epoch=5)
     """
-    unfreeze_top_blocks(model, unfreeze)
+    unfreeze_top_blocks(model, unfreeze, freeze_batchnorm=freeze_batchnorm)
     compile_model(model, learning_rate=learning_rate)
     return _fit(
         model,
