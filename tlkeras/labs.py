@@ -122,3 +122,20 @@ def check_fine_tune_learning_rate(learning_rate) -> bool:
             "pretrained features. Try 1e-5.",
         )
     return _report(True, f"{learning_rate:g} is low enough to adjust, not destroy, the features.")
+
+
+def check_held_out_evaluation(report) -> bool:
+    """Checks that an `evaluate` report measured images the model did not train on."""
+    if not isinstance(report, dict) or "split" not in report:
+        return _report(False, "`report` should be the result of tl.evaluate(run, ...).")
+    if report["split"] in ("train", "all"):
+        return _report(
+            False,
+            f"this report is on split {report['split']!r}, which includes training images, so "
+            "its accuracy is optimistic. Evaluate on held-out images.",
+        )
+    return _report(
+        True,
+        f"{report['num_images']} held-out images ({report['split']}), accuracy "
+        f"{report['accuracy']:.3f}.",
+    )
