@@ -317,3 +317,56 @@ def load_data(
         for name, split in folder.splits.items()
     }
     return Data(folder, folder.class_names, size, batch_size, seed, arrays)
+
+
+def epoch_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 32,
+    seed: int = 0,
+    initial_epoch: int = 0,
+    epochs: int = 1,
+) -> tuple[tf.data.Dataset, int]:
+    """Shuffled training batches whose order in epoch `e` depends only on `(seed, e)`.
+
+    `make_dataset(shuffle=True)` reshuffles from a hidden random state, so a run restarted at
+    epoch 5 would see epoch 1's order again. Here epoch `e` is always
+    `stateless_shuffle(range(num_images), seed=(seed, e))`, so a resumed run sees exactly the
+    batches an uninterrupted run would. The dataset holds the epochs from `initial_epoch` to
+    `epochs` one after the other; give `model.fit` the returned `steps_per_epoch`.
+
+    Args:
+        images: uint8 array `(num_images, height, width, 3)`.
+        labels: Integer labels.
+        batch_size: Images per batch. Defaults to 32.
+        seed: Shuffle seed. Defaults to 0.
+        initial_epoch: The first epoch (0-based) the dataset holds. Defaults to 0.
+        epochs: The epoch to stop before, as in `model.fit`. Defaults to 1.
+
+    Returns:
+        `(dataset, steps_per_epoch)`: float32 pixel batches in [0, 255] with int32 labels,
+        and the number of batches in one epoch.
+
+    Example:
+        >>> train_ds, steps = epoch_dataset(images, labels, batch_size=32, seed=0,
+        ...                                 initial_epoch=3, epochs=10)
+        >>> model.fit(train_ds, steps_per_epoch=steps, initial_epoch=3, epochs=10)
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+    num_images = len(images)
+    images, labels = tf.constant(images), tf.constant(labels, dtype=tf.int32)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_images), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(indices):
+        return tf.cast(tf.gather(images, indices), tf.float32), tf.gather(labels, indices)
+
+    dataset = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE), -(-num_images // batch_size)
