@@ -27,6 +27,7 @@ from tlkeras import checkpoints, runs
 from tlkeras.backbones import get_backbone
 from tlkeras.data import epoch_dataset, load_data
 from tlkeras.guards import StopOnInterrupt, StopOnNaN, TrainingDivergedError, TrainingInterrupted
+from tlkeras.memory import forget_traced_gradients
 from tlkeras.model import (
     build_model,
     compile_model,
@@ -315,6 +316,7 @@ def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
     return f"{error} {kept}; to continue, {step}."
 
 
+@forget_traced_gradients()  # Frees what TensorFlow keeps of each run (see tlkeras.memory).
 def train(config: TrainConfig) -> runs.Run:
     """Trains a classifier on a data folder and writes a run folder, checkpointing every epoch.
 
