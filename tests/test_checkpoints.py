@@ -192,24 +192,30 @@ def test_nan_loss_names_the_epoch_and_batch_and_keeps_the_last_checkpoint(tmp_pa
     assert saved.epoch == 1 and saved.weights == "epoch_0001.weights.h5"
 
 
-def test_sigint_stops_after_the_current_batch(tmp_path):
-    batches_run = []
+@pytest.mark.parametrize(
+    ("signal_number", "exit_status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
+)
+def test_a_signal_stops_training_after_the_current_batch(tmp_path, signal_number, exit_status):
+    batches_done = []
 
-    class Record(keras.callbacks.Callback):
+    class SignalDuringBatch5(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if len(batches_done) == 4:  # Epoch 2, batch 2 is about to run.
+                os.kill(os.getpid(), signal_number)
+
         def on_train_batch_end(self, batch, logs=None):
-            batches_run.append(batch)
-            if len(batches_run) == 5:  # Epoch 2, batch 2.
-                os.kill(os.getpid(), signal.SIGINT)
+            batches_done.append(batch)
 
     model = tiny_model()
     state = new_run(tmp_path, "run")
-    previous = signal.getsignal(signal.SIGINT)
+    previous = signal.getsignal(signal_number)
     stops = pytest.raises(TrainingInterrupted, match="epoch 2, batch 2 of 3")
     with stops as error, StopOnInterrupt() as interrupt:
-        fit(model, tmp_path / "run", state, epochs=3, extra_callbacks=[Record(), interrupt])
-    assert batches_run == [0, 1, 2, 0, 1]
-    assert error.value.exit_status == 130 and isinstance(error.value, KeyboardInterrupt)
-    assert signal.getsignal(signal.SIGINT) is previous
+        callbacks = [SignalDuringBatch5(), interrupt]
+        fit(model, tmp_path / "run", state, epochs=3, extra_callbacks=callbacks)
+    assert batches_done == [0, 1, 2, 0, 1]  # The batch in progress finished; no more ran.
+    assert error.value.exit_status == exit_status and isinstance(error.value, KeyboardInterrupt)
+    assert signal.getsignal(signal_number) is previous
     assert checkpoints.load_state(tmp_path / "run").epoch == 1
 
 

@@ -29,10 +29,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
 import os
+import shutil
+import uuid
 import warnings
 
 import keras
@@ -221,9 +224,17 @@ def begin_run(run_dir, state: TrainingState, *, splits: dict, data_dir, overwrit
     """
     if overwrite:
         runs.clear_run_folder(run_dir)
-    if not os.path.isfile(os.path.join(checkpoint_dir(run_dir), STATE_FILE)):
-        os.makedirs(checkpoint_dir(run_dir), exist_ok=True)
-        save_state(run_dir, state)
+    folder = checkpoint_dir(run_dir)
+    if not os.path.isfile(os.path.join(folder, STATE_FILE)):
+        # The checkpoint folder appears at once, with its state.json: a kill here leaves
+        # no half-made run folder behind (only a .tmp-* folder, removed on the next start).
+        runs.remove_temporary_files(run_dir)
+        staging = os.path.join(os.fspath(run_dir), f"{runs.TEMPORARY_PREFIX}{uuid.uuid4().hex}")
+        os.makedirs(staging)
+        document = {"format": STATE_FORMAT, **dataclasses.asdict(state)}
+        runs.atomic_write(os.path.join(staging, STATE_FILE), _json(document))
+        shutil.rmtree(folder, ignore_errors=True)  # An empty or stateless leftover.
+        os.replace(staging, folder)
     record_split(run_dir, splits, data_dir=data_dir)
 
 
@@ -411,12 +422,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.early_stopping.set_state(saved, best_weights)
 
     def on_epoch_end(self, epoch, logs=None):
-        history = self.state.histories[self.stage - 1]
+        histories = copy.deepcopy(self.state.histories)
         for key, value in (logs or {}).items():
-            history.setdefault(key, []).append(float(value))
+            histories[self.stage - 1].setdefault(key, []).append(float(value))
         self._save(
             f"epoch_{epoch + 1:04d}.weights.h5",
             epoch=epoch + 1,
+            histories=histories,
             stop_requested=bool(self.model.stop_training),
         )
 
@@ -425,8 +437,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         weights = f"stage{self.stage}_end.weights.h5" if restored else None
         self._save(weights, epoch=self.state.epoch, stage_done=True)
 
-    def _save(self, weights, *, epoch, stage_done=False, stop_requested=False) -> None:
-        """Writes the weights file (unless `None`: keep the last one), then `state.json`."""
+    def _save(
+        self, weights, *, epoch, histories=None, stage_done=False, stop_requested=False
+    ) -> None:
+        """Writes the weights file (unless `None`: keep the last one), then `state.json`.
+
+        The state in memory changes only once `state.json` is committed.
+        """
         path = os.path.join(self.folder, weights or "")
         try:
             if weights is not None:
@@ -438,6 +455,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 epoch=epoch,
                 stage_done=stage_done,
                 stop_requested=stop_requested,
+                histories=histories or self.state.histories,
                 weights=weights or self.state.weights,
                 seed_states=seed_generator_states(self.model),
                 early_stopping=early_stopping,

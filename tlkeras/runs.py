@@ -148,21 +148,30 @@ def atomic_write(path, data: bytes | str) -> None:
 
 
 def remove_temporary_files(folder) -> list[str]:
-    """Deletes the `.tmp-*` files a killed write left in `folder`; returns their names."""
+    """Deletes the `.tmp-*` files (and folders) a killed write left in `folder`."""
     if not os.path.isdir(folder):
         return []
     names = [name for name in os.listdir(folder) if name.startswith(TEMPORARY_PREFIX)]
     for name in names:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(folder, name))
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
     return names
 
 
 def _is_run_folder(path) -> bool:
-    """True for a folder tlkeras wrote: a checkpoint, or a model with its class names."""
-    names = set(os.listdir(path))
-    has_state = os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
-    return has_state or {MODEL_FILE, CLASS_NAMES_FILE} <= names
+    """True for a folder tlkeras wrote: it has a checkpoint, or a class-names list."""
+    if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
+        return True
+    try:
+        with open(os.path.join(path, CLASS_NAMES_FILE), encoding="utf-8") as f:
+            names = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(names, list) and all(isinstance(name, str) for name in names)
 
 
 def check_run_folder(path, *, resume: bool = False, overwrite: bool = False) -> None:
@@ -209,19 +218,26 @@ def check_run_folder(path, *, resume: bool = False, overwrite: bool = False) -> 
     if exists and overwrite and not _is_run_folder(path):
         raise ValueError(
             f"{path!r} is not a tlkeras run folder (it has no {CHECKPOINT_DIR}/ and no "
-            f"{MODEL_FILE} with {CLASS_NAMES_FILE}), so --overwrite will not delete anything in "
-            f"it. Choose another --out. Received: out={path!r}"
+            f"{CLASS_NAMES_FILE}), so --overwrite will not delete anything in it. Choose another "
+            f"--out. Received: out={path!r}"
         )
     _check_writable(path)
 
 
 def clear_run_folder(path) -> None:
-    """Deletes the files tlkeras writes in a run folder, and its checkpoint; nothing else."""
-    for name in RUN_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(path, name))
-    shutil.rmtree(os.path.join(path, CHECKPOINT_DIR), ignore_errors=True)
+    """Deletes the files tlkeras writes in a run folder, and its checkpoint; nothing else.
+
+    `class_names.json` goes last, so a folder whose clearing was killed halfway is still
+    recognised as a run folder by the next `--overwrite`.
+    """
     remove_temporary_files(path)
+    for name in RUN_FILES:
+        if name != CLASS_NAMES_FILE:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(path, name))
+    shutil.rmtree(os.path.join(path, CHECKPOINT_DIR), ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(path, CLASS_NAMES_FILE))
 
 
 def _check_writable(path) -> None:
