@@ -360,12 +360,13 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.best_weights = best_weights
 
 
-def _check_writable_error(error: OSError, path, state: TrainingState) -> OSError:
+def _write_failed(error: OSError, path, run_dir, state: TrainingState) -> OSError:
+    """The error for a checkpoint that could not be written (a full disk, most often)."""
     last = f"the checkpoint of epoch {state.epoch}" if state.weights else "the run's settings"
     return OSError(
         error.errno,
         f"Could not write {path!r} ({error.strerror or error}); {last} is intact. Free some disk "
-        f"space, then resume the run with --resume {os.path.dirname(os.path.dirname(path))}",
+        f"space, then resume the run with --resume {run_dir}",
     )
 
 
@@ -444,7 +445,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
         The state in memory changes only once `state.json` is committed.
         """
-        path = os.path.join(self.folder, weights or "")
+        path = os.path.join(self.folder, weights or STATE_FILE)
         try:
             if weights is not None:
                 runs.write_atomically(path, self.model.save_weights, suffix=".weights.h5")
@@ -462,7 +463,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             )
             save_state(self.run_dir, new)
         except OSError as error:
-            raise _check_writable_error(error, path, self.state) from error
+            raise _write_failed(error, path, self.run_dir, self.state) from error
         vars(self.state).update(vars(new))
         _remove_unused_files(self.folder, self.state)
 
