@@ -1,14 +1,23 @@
 """Saving and loading safely: class names, safe mode, atomic writes."""
 
+import errno
 import json
 import os
+import shutil
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 
 import tlkeras as tl
-from tlkeras.runs import atomic_write
+from tlkeras.runs import (
+    atomic_write,
+    check_free_space,
+    check_run_folder,
+    clear_run_folder,
+    write_atomically,
+)
 
 
 @pytest.fixture
@@ -62,3 +71,125 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     atomic_write(path, "two")
     assert path.read_text() == "two"
     assert os.listdir(tmp_path) == ["f.json"]
+
+
+def test_an_interrupted_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "history.json"
+    atomic_write(path, '{"loss": [1.0]}')
+
+    def killed_halfway(temporary):
+        with open(temporary, "w") as f:
+            f.write('{"loss": [1.0, 0.')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, killed_halfway)
+    assert json.loads(path.read_text()) == {"loss": [1.0]}
+    assert os.listdir(tmp_path) == ["history.json"]
+
+
+def test_a_failed_model_save_keeps_the_old_model(saved_run, monkeypatch):
+    path = os.path.join(saved_run.path, "model.keras")
+    model = saved_run.model
+
+    def full_disk(filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        tl.save_model(path, model, class_names=["a", "b", "c"])
+    assert tl.load_run(saved_run.path).class_names == ["a", "b", "c"]
+    assert not [n for n in os.listdir(saved_run.path) if n.startswith(".tmp-")]
+
+
+def test_truncated_model_file_is_refused_clearly(saved_run):
+    path = os.path.join(saved_run.path, "model.keras")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(ValueError, match="is not a complete .keras file .* cut short"):
+        tl.load_run(saved_run.path)
+
+
+def rewrite_config(path, edit):
+    """Rewrites config.json inside a .keras archive, as a crafted file would."""
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    files["config.json"] = json.dumps(edit(json.loads(files["config.json"]))).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+
+
+def test_model_naming_code_from_another_module_is_refused(saved_run):
+    path = os.path.join(saved_run.path, "model.keras")
+
+    def inject(config):
+        dense = config["config"]["layers"][-1]
+        dense["config"]["activation"] = {
+            "module": "os",
+            "class_name": "system",
+            "config": "echo owned",
+            "registered_name": "system",
+        }
+        return config
+
+    rewrite_config(path, inject)
+    with pytest.raises(ValueError, match=r"Refusing to load .* the class os.system, from outside"):
+        tl.load_run(saved_run.path)
+
+
+def test_lambda_layer_is_refused_with_the_reason(tmp_path):
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda x: x * 2, name="double")(inputs)
+    path = str(tmp_path / "lambda.keras")
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ValueError, match=r"a Lambda layer, which stores Python .*'double'"):
+        tl.runs.load_model(path)
+
+
+def test_duplicate_class_names_are_refused(saved_run):
+    with open(os.path.join(saved_run.path, "class_names.json"), "w") as f:
+        json.dump(["a", "b", "a"], f)
+    with pytest.raises(ValueError, match=r"names the classes \['a'\] more than once"):
+        tl.load_run(saved_run.path)
+
+
+def test_existing_run_folder_needs_resume_or_overwrite(saved_run):
+    with pytest.raises(ValueError, match="already exists. Pass --resume .* --overwrite"):
+        check_run_folder(saved_run.path)
+    with pytest.raises(ValueError, match="either resume or overwrite, not both"):
+        check_run_folder(saved_run.path, resume=True, overwrite=True)
+    with open(os.path.join(saved_run.path, "notes.txt"), "w") as f:
+        f.write("mine")
+    before = sorted(os.listdir(saved_run.path))
+    check_run_folder(saved_run.path, overwrite=True)
+    assert sorted(os.listdir(saved_run.path)) == before  # Checking deletes nothing.
+    clear_run_folder(saved_run.path)
+    assert os.listdir(saved_run.path) == ["notes.txt"]  # Only tlkeras' own files went.
+
+
+def test_overwrite_refuses_a_folder_tlkeras_did_not_write(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="is not a tlkeras run folder"):
+        check_run_folder(tmp_path, overwrite=True)
+    assert os.listdir(tmp_path) == ["config.json"]
+    with pytest.raises(ValueError, match="There is no run to resume"):
+        check_run_folder(tmp_path / "new", resume=True)
+
+
+def test_unwritable_run_folder_is_refused(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"Cannot write to the run folder .*Received: out="):
+        check_run_folder(tmp_path / "file" / "run")
+    check_run_folder(tmp_path / "new" / "run")
+    assert os.listdir(tmp_path) == ["file"]  # The check made and removed new/run.
+
+
+def test_not_enough_disk_space_is_refused(tmp_path, monkeypatch):
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=100 * 2**20))
+    with pytest.raises(ValueError, match=r"needs about 499 MB .* only 100 MB is free"):
+        check_free_space(tmp_path, num_params=14_723_010)
+    check_free_space(tmp_path, num_params=1_000_000)

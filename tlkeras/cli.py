@@ -109,7 +109,43 @@ def _add_train(commands) -> None:
         help="early-stopping patience, 0 for off (default: %(default)s)",
     )
     _add_data_check_arguments(p)
+    _add_resume_arguments(p)
     p.set_defaults(handler=_train)
+
+
+def _add_resume_arguments(p) -> None:
+    group = p.add_argument_group(
+        "checkpoints and resuming",
+        "Every epoch is checkpointed in OUT/checkpoint/. Ctrl-C stops after the current batch "
+        "and keeps the last checkpoint.",
+    )
+    group.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint, with the same settings "
+        "(the learning rates and --patience may change)",
+    )
+    group.add_argument(
+        "--overwrite", action="store_true", help="delete the run in --out and start again"
+    )
+    group.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="TensorFlow op determinism: the same --seed gives identical weights (slower)",
+    )
+    p.set_defaults(default_out=p.get_default("out"))
+
+
+def _run_folder(args) -> str:
+    """--resume RUN_DIR names the run folder; an --out beside it must agree."""
+    if args.resume is None:
+        return args.out
+    if args.out not in (args.default_out, args.resume):
+        raise ValueError(
+            f"--resume {args.resume} continues the run in {args.resume}, but --out names "
+            f"another folder. Drop --out or make it the same. Received: out={args.out!r}"
+        )
+    return args.resume
 
 
 def _train(args) -> int:
@@ -117,7 +153,7 @@ def _train(args) -> int:
 
     config = TrainConfig(
         data_dir=args.data_dir,
-        out=args.out,
+        out=_run_folder(args),
         backbone=args.backbone,
         weights=args.weights,
         image_size=args.image_size,
@@ -133,6 +169,9 @@ def _train(args) -> int:
         patience=args.patience,
         seed=args.seed,
         **_data_check_options(args),
+        resume=args.resume is not None,
+        overwrite=args.overwrite,
+        deterministic=args.deterministic,
     )
     run = train(config)
     best = max(run.history.get("val_accuracy") or [float("nan")])
@@ -635,9 +674,9 @@ def main(argv=None) -> int:
             raise
         print(f"tlkeras: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("tlkeras: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:  # tlkeras.guards.TrainingInterrupted says how to resume.
+        print(f"tlkeras: interrupted. {_one_line(error)}".rstrip(". ") + ".", file=sys.stderr)
+        return getattr(error, "exit_status", 130)
     except (WeightsUnavailableError, OSError, RuntimeError) as error:
         if os.environ.get("TLKERAS_DEBUG"):
             raise

@@ -413,3 +413,62 @@ def sample_per_class(data_dir, out_dir, *, num_per_class: int, seed: int = 0) ->
             os.makedirs(target, exist_ok=True)
             shutil.copy2(split.paths[index], target)
     return os.fspath(out_dir)
+
+
+def epoch_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 32,
+    seed: int = 0,
+    initial_epoch: int = 0,
+    epochs: int = 1,
+    augment=None,
+) -> tuple[tf.data.Dataset, int]:
+    """Shuffled training batches whose order in epoch `e` depends only on `(seed, e)`.
+
+    `make_dataset(shuffle=True)` reshuffles from a hidden random state, so a run restarted at
+    epoch 5 would see epoch 1's order again. Here epoch `e` is always
+    `stateless_shuffle(range(num_images), seed=(seed, e))`, so a resumed run sees exactly the
+    batches an uninterrupted run would. The dataset holds the epochs from `initial_epoch` to
+    `epochs` one after the other; give `model.fit` the returned `steps_per_epoch`.
+
+    Args:
+        images: uint8 array `(num_images, height, width, 3)`.
+        labels: Integer labels.
+        batch_size: Images per batch. Defaults to 32.
+        seed: Shuffle seed. Defaults to 0.
+        initial_epoch: The first epoch (0-based) the dataset holds. Defaults to 0.
+        epochs: The epoch to stop before, as in `model.fit`. Defaults to 1.
+        augment: A Keras layer applied to each batch with `training=True` (see
+            `tlkeras.augment.build_augmentation`), or `None`. Its random draws are not part
+            of a checkpoint, so a resumed run with augmentation matches an uninterrupted one
+            in its batches but not in their augmentations.
+
+    Returns:
+        `(dataset, steps_per_epoch)`: float32 pixel batches in [0, 255] with int32 labels,
+        and the number of batches in one epoch.
+
+    Example:
+        >>> train_ds, steps = epoch_dataset(images, labels, batch_size=32, seed=0,
+        ...                                 initial_epoch=3, epochs=10)
+        >>> model.fit(train_ds, steps_per_epoch=steps, initial_epoch=3, epochs=10)
+    """
+    _check_batch_size(batch_size)
+    num_images = len(images)
+    images, labels = tf.constant(images), tf.constant(labels, dtype=tf.int32)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_images), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(indices):
+        return tf.cast(tf.gather(images, indices), tf.float32), tf.gather(labels, indices)
+
+    dataset = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:
+        dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
+    return dataset.prefetch(tf.data.AUTOTUNE), -(-num_images // batch_size)

@@ -8,11 +8,19 @@ A run folder holds:
         class_names.json   label i means class_names[i]
         config.json        the resolved training configuration and library versions
         history.json       per-epoch metrics of both stages (and history.csv)
-        best.keras         the checkpoint with the lowest validation loss
+        best.keras         the model with the lowest validation loss so far (class names
+                           embedded too)
+        checkpoint/        the state to resume from (see `tlkeras.checkpoints`)
 
-Every file is written to a temporary name and renamed into place, so an interrupted save
-leaves the old file or the new one, never half a file. Models load with Keras'
-`safe_mode=True`: a model that would run arbitrary code (a Lambda layer) is refused.
+Every file is written to a temporary name (`.tmp-*`), flushed to disk and renamed into place,
+so a kill or a full disk at any moment leaves the old file or the new one, never half a file.
+Before training, `check_run_folder` and `check_free_space` refuse a folder that exists
+already, cannot be written or lacks the disk space for the model and its checkpoints.
+
+Models load with Keras' `safe_mode=True`, after tlkeras has read the model's configuration
+and refused anything that carries code (a Lambda layer, a Python function, a class from
+outside Keras and tlkeras). Class names are checked against the model, so a missing or edited
+`class_names.json` is an error, never silently wrong labels.
 
 Example:
     >>> run = load_run("runs/digits")
@@ -22,13 +30,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime
 import io
 import json
 import os
-import tempfile
+import shutil
+import uuid
 import zipfile
 
 import keras
@@ -40,6 +50,24 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 HISTORY_CSV_FILE = "history.csv"
 EMBEDDED_METADATA = "tlkeras.json"
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"  # in CHECKPOINT_DIR; see tlkeras.checkpoints
+TEMPORARY_PREFIX = ".tmp-"
+#: The files `save_run` writes; `clear_run_folder` deletes these and `CHECKPOINT_DIR` only.
+RUN_FILES = (
+    MODEL_FILE,
+    CHECKPOINT_FILE,
+    CLASS_NAMES_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    HISTORY_CSV_FILE,
+)
+#: Disk needed per model parameter at the peak of a run, 4 bytes (float32) per copy: best.keras
+#: (1), early stopping's best weights (1), the checkpoint with Adam's two moments (3) and the
+#: next checkpoint being written beside it (3). model.keras comes when the checkpoints go.
+BYTES_PER_PARAMETER = 4 * (1 + 1 + 3 + 3)
+#: Keras' saved configuration, the h5 layout and the file system add some room on top.
+DISK_MARGIN_BYTES = 50 * 2**20
 
 
 @dataclasses.dataclass
@@ -66,21 +94,217 @@ class Run:
         return tuple(self.model.input_shape[1:3])
 
 
+def _sync(path) -> None:
+    """Flushes a file (or, on POSIX, a folder's entries) from the OS cache to the disk."""
+    if os.path.isdir(path) and os.name != "posix":
+        return  # Windows cannot open a folder to flush it; its renames are journaled.
+    handle = os.open(path, os.O_RDONLY if os.path.isdir(path) else os.O_RDWR)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def write_atomically(path, write, *, suffix: str = "") -> None:
+    """Writes a file through a temporary name in the same folder, then renames it into place.
+
+    `write(temporary_path)` creates the file; it is then flushed to disk and renamed over
+    `path` with `os.replace`, which is atomic. A kill, an exception or a full disk at any
+    moment leaves the old `path` or the new one, never a truncated file; an exception also
+    removes the temporary file (a SIGKILL leaves it, named `.tmp-*`, for
+    `remove_temporary_files`).
+
+    Args:
+        path: The file to write.
+        write: A function that writes the whole file to the path it is given.
+        suffix: The temporary file's ending, for writers that check it (e.g. `".keras"`).
+
+    Example:
+        >>> write_atomically("model.keras", model.save, suffix=".keras")
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}{suffix}")
+    try:
+        write(temporary)
+        _sync(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+    _sync(folder)
+
+
 def atomic_write(path, data: bytes | str) -> None:
-    """Writes a file through a temporary name in the same folder and renames it into place."""
+    """Writes bytes or UTF-8 text to a file atomically (see `write_atomically`)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(handle, "wb") as f:
+
+    def write(temporary):
+        with open(temporary, "xb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    write_atomically(path, write)
+
+
+def remove_temporary_files(folder) -> list[str]:
+    """Deletes the `.tmp-*` files (and folders) a killed write left in `folder`."""
+    if not os.path.isdir(folder):
+        return []
+    names = [name for name in os.listdir(folder) if name.startswith(TEMPORARY_PREFIX)]
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    return names
+
+
+def _is_run_folder(path) -> bool:
+    """True for a folder tlkeras wrote: it has a checkpoint, or a class-names list."""
+    if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
+        return True
+    try:
+        with open(os.path.join(path, CLASS_NAMES_FILE), encoding="utf-8") as f:
+            names = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(names, list) and all(isinstance(name, str) for name in names)
+
+
+def check_run_folder(path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Checks, before any slow work, that a run can be written to `path`. Changes nothing.
+
+    Args:
+        path: The run folder.
+        resume: Continue the run already in `path`: the folder must exist.
+        overwrite: Replace the run already in `path`; only allowed if `path` is a tlkeras
+            run folder (`clear_run_folder` deletes it once training is about to start).
+
+    Raises:
+        ValueError: If both options are given; if `path` exists, holds something and
+            neither option is given; if `resume` finds no folder; if `overwrite` finds a
+            folder tlkeras did not write; or if the folder cannot be created or written.
+
+    Example:
+        >>> check_run_folder("runs/digits", overwrite=True)
+    """
+    path = os.fspath(path)
+    if resume and overwrite:
+        raise ValueError(
+            f"Pass either resume or overwrite, not both: resume continues the run in {path!r}, "
+            "overwrite deletes it and starts again. Received: resume=True, overwrite=True"
+        )
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"The run folder {path!r} is a file. Expected a folder to write the run to; choose "
+            f"another --out. Received: out={path!r}"
+        )
+    exists = os.path.isdir(path) and any(
+        not name.startswith(TEMPORARY_PREFIX) for name in os.listdir(path)
+    )
+    if resume and not exists:
+        raise ValueError(
+            f"There is no run to resume in {path!r}. Expected the run folder of a started run; "
+            f"start a new run without --resume. Received: out={path!r}"
+        )
+    if exists and not resume and not overwrite:
+        raise ValueError(
+            f"The run folder {path!r} already exists. Pass --resume {path} to continue the run "
+            f"in it, --overwrite to replace it, or choose another --out. Received: out={path!r}"
+        )
+    if exists and overwrite and not _is_run_folder(path):
+        raise ValueError(
+            f"{path!r} is not a tlkeras run folder (it has no {CHECKPOINT_DIR}/ and no "
+            f"{CLASS_NAMES_FILE}), so --overwrite will not delete anything in it. Choose another "
+            f"--out. Received: out={path!r}"
+        )
+    _check_writable(path)
+
+
+def clear_run_folder(path) -> None:
+    """Deletes the files tlkeras writes in a run folder, and its checkpoint; nothing else.
+
+    `class_names.json` goes last, so a folder whose clearing was killed halfway is still
+    recognised as a run folder by the next `--overwrite`.
+    """
+    remove_temporary_files(path)
+    for name in RUN_FILES:
+        if name != CLASS_NAMES_FILE:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(path, name))
+    shutil.rmtree(os.path.join(path, CHECKPOINT_DIR), ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(path, CLASS_NAMES_FILE))
+
+
+def _check_writable(path) -> None:
+    """Writes and deletes a file in `path`, removing the folders it had to create."""
+    created, folder = [], os.path.abspath(path)
+    while not os.path.exists(folder):
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    probe = os.path.join(path, f"{TEMPORARY_PREFIX}probe")
+    try:
+        os.makedirs(path, exist_ok=True)
+        atomic_write(probe, b"")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"Cannot write to the run folder {path!r} ({error.strerror or error}). Choose an "
+            f"--out folder you can write to. Received: out={path!r}"
+        ) from None
+    finally:
+        for folder in created:  # Deepest first; a failed run leaves no empty folders behind.
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+
+def _existing_parent(path) -> str:
+    folder = os.path.abspath(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def estimate_run_size(num_params: int) -> int:
+    """Bytes of disk a run of a model with `num_params` parameters needs at its peak.
+
+    Example:
+        >>> estimate_run_size(14_723_010) // 2**20   # VGG16 with a small head
+        499
+    """
+    return num_params * BYTES_PER_PARAMETER + DISK_MARGIN_BYTES
+
+
+def check_free_space(path, *, num_params: int) -> None:
+    """Fails early when the disk under `path` cannot hold the model and its checkpoints.
+
+    Args:
+        path: The run folder (or where it will be created).
+        num_params: The model's parameter count, e.g. `model.count_params()`.
+
+    Raises:
+        ValueError: If the free space is below `estimate_run_size(num_params)`.
+
+    Example:
+        >>> check_free_space("runs/digits", num_params=model.count_params())
+    """
+    needed = estimate_run_size(num_params)
+    free = shutil.disk_usage(_existing_parent(path)).free
+    if free < needed:
+        raise ValueError(
+            f"Not enough free disk space for the run in {os.fspath(path)!r}: a model of "
+            f"{num_params:,} parameters needs about {_megabytes(needed)} for the model, "
+            f"best.keras and the checkpoints, but only {_megabytes(free)} is free. Free some "
+            f"space or choose an --out on another disk. Received: free_bytes={free}"
+        )
+
+
+def _megabytes(num_bytes: int) -> str:
+    return f"{num_bytes / 2**20:,.0f} MB"
 
 
 def _json(value) -> str:
@@ -103,21 +327,15 @@ def save_model(path, model: keras.Model, *, class_names: list[str], metadata=Non
         >>> save_model("digits.keras", model, class_names=[str(i) for i in range(10)])
     """
     _check_class_count(model, class_names, path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=folder)
-    os.close(handle)
-    try:
-        model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as archive:
-            archive.writestr(
-                EMBEDDED_METADATA, _json({**(metadata or {}), "class_names": class_names})
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    embedded = _json({**(metadata or {}), "class_names": list(class_names)})
+
+    def write(temporary):
+        model.save(temporary)
+        with zipfile.ZipFile(temporary, "a") as archive:
+            archive.writestr(EMBEDDED_METADATA, embedded)
+
+    write_atomically(path, write, suffix=".keras")
 
 
 def save_run(run_dir, *, model, class_names, config, history) -> Run:
@@ -153,8 +371,67 @@ def read_embedded_metadata(path) -> dict:
     try:
         with zipfile.ZipFile(path) as archive:
             return json.loads(archive.read(EMBEDDED_METADATA))
-    except (KeyError, zipfile.BadZipFile):
+    except (KeyError, zipfile.BadZipFile, json.JSONDecodeError):
         return {}
+
+
+#: Objects that carry code, and why each is refused.
+UNSAFE_CLASSES = {
+    "Lambda": "a Lambda layer, which stores Python bytecode that runs when the model is called",
+    "__lambda__": "a Python lambda function stored as bytecode",
+    "TFSMLayer": "a TFSMLayer, which runs a TensorFlow SavedModel graph from another file",
+}
+#: Packages whose classes a saved tlkeras model may name; builtins names Keras' own functions.
+SAFE_PACKAGES = ("keras", "tlkeras", "builtins")
+
+
+def find_unsafe_objects(config) -> list[str]:
+    """Describes every object in a Keras model configuration that would carry code.
+
+    tlkeras models are made of Keras layers and `tlkeras.layers.Preprocess` only; anything
+    else (a Lambda layer, a serialised Python function, a class from another package) is
+    listed here.
+
+    Args:
+        config: The parsed `config.json` of a `.keras` file.
+
+    Returns:
+        One description per object, empty when the model is safe.
+
+    Example:
+        >>> find_unsafe_objects(json.loads(zipfile.ZipFile("m.keras").read("config.json")))
+        ["a Lambda layer, which stores Python bytecode ... (layer 'double')"]
+    """
+    found = []
+    if isinstance(config, dict):
+        class_name, module = config.get("class_name"), config.get("module")
+        inner = config.get("config")
+        name = inner.get("name") if isinstance(inner, dict) else None
+        where = f" (layer {name!r})" if isinstance(name, str) else ""
+        if class_name in UNSAFE_CLASSES:
+            found.append(UNSAFE_CLASSES[class_name] + where)
+        elif isinstance(module, str) and module.split(".")[0] not in SAFE_PACKAGES:
+            found.append(f"the class {module}.{class_name}, from outside Keras and tlkeras{where}")
+        values = config.values()
+    elif isinstance(config, list):
+        values = config
+    else:
+        return found
+    for value in values:
+        found += find_unsafe_objects(value)
+    return found
+
+
+def _read_model_config(path) -> dict:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError) as error:
+        raise ValueError(
+            f"{path!r} is not a complete .keras file ({error}). It may have been cut short by an "
+            "interrupted copy or download: copy it again, or use the run's best.keras. "
+            f"Received: path={path!r}"
+        ) from None
 
 
 def _check_class_count(model, class_names, source) -> None:
@@ -167,11 +444,25 @@ def _check_class_count(model, class_names, source) -> None:
         )
 
 
+def _check_class_names(class_names, source) -> None:
+    if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
+        raise ValueError(
+            f"{source!r} must hold a JSON list of class-name strings. "
+            f"Received: class_names={class_names!r}"
+        )
+    if len(set(class_names)) != len(class_names):
+        repeated = sorted({name for name in class_names if class_names.count(name) > 1})
+        raise ValueError(
+            f"{source!r} names the classes {repeated} more than once, so labels would be "
+            f"ambiguous. Restore the file from the run. Received: class_names={class_names!r}"
+        )
+
+
 def _read_json(path, what: str):
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(
             f"The {what} file {path!r} is not valid JSON ({error}). Restore it from the run or "
             f"train again. Received: path={path!r}"
@@ -179,17 +470,35 @@ def _read_json(path, what: str):
 
 
 def load_model(path) -> tuple[keras.Model, dict]:
-    """Loads a `.keras` file with `safe_mode=True` and returns `(model, embedded_metadata)`.
+    """Loads a `.keras` file safely and returns `(model, embedded_metadata)`.
+
+    The model's configuration is read first and refused if it carries code (see
+    `find_unsafe_objects`); then Keras loads it with `safe_mode=True`.
 
     Raises:
-        ValueError: If the file is missing, is not a Keras archive, or holds code that
-            safe mode refuses to run (such as a Lambda layer).
+        ValueError: If the file is missing, truncated or not a Keras archive, holds code
+            (such as a Lambda layer), or cannot be rebuilt.
+
+    Example:
+        >>> model, metadata = load_model("runs/digits/model.keras")
+        >>> metadata["class_names"][:2]
+        ['0', '1']
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(
             f"No model file at {path!r}. Expected a run folder holding {MODEL_FILE} or a "
             f".keras file. Received: path={path!r}"
+        )
+    unsafe = find_unsafe_objects(_read_model_config(path))
+    if unsafe:
+        more = f" and {len(unsafe) - 1} more such object(s)" if len(unsafe) > 1 else ""
+        raise ValueError(
+            f"Refusing to load {path!r}: it contains {unsafe[0]}{more}. Code stored in a model "
+            "file runs on your machine, so tlkeras only loads models made of Keras and tlkeras "
+            "layers, with Keras' safe_mode=True. Rebuild the model without it (e.g. a registered "
+            "Layer subclass instead of a Lambda), or load it with keras.saving.load_model("
+            f"safe_mode=False) only if you trust where it came from. Received: path={path!r}"
         )
     import tlkeras.layers  # noqa: F401  (registers the Preprocess layer before loading)
 
@@ -204,6 +513,14 @@ def load_model(path) -> tuple[keras.Model, dict]:
     return model, read_embedded_metadata(path)
 
 
+def _unfinished_run_error(path) -> ValueError:
+    return ValueError(
+        f"The run in {path!r} has not finished (its {CHECKPOINT_DIR}/{STATE_FILE} says so), so "
+        f"it has no final model yet. Resume it with --resume {path}, or load "
+        f"{os.path.join(path, CHECKPOINT_FILE)}, the best model so far. Received: path={path!r}"
+    )
+
+
 def load_run(path) -> Run:
     """Loads a run folder, or a bare `.keras` file saved by tlkeras.
 
@@ -214,8 +531,8 @@ def load_run(path) -> Run:
         A `Run`.
 
     Raises:
-        ValueError: If the model is missing or unsafe, or the class names are missing,
-            malformed or do not match the model (which would give wrong labels).
+        ValueError: If the model is missing, truncated or unsafe, or the class names are
+            missing, malformed or do not match the model (which would give wrong labels).
 
     Example:
         >>> run = load_run("runs/digits")
@@ -230,8 +547,13 @@ def load_run(path) -> Run:
                 f"{path!r} carries no class names, so its predictions cannot be labelled. "
                 f"Expected a .keras file saved by tlkeras or a run folder. Received: path={path!r}"
             )
+        _check_class_names(metadata["class_names"], path)
         _check_class_count(model, metadata["class_names"], path)
         return Run(model, metadata["class_names"], {}, {}, path)
+    state_path = os.path.join(path, CHECKPOINT_DIR, STATE_FILE)
+    state = _read_json(state_path, "checkpoint state") if os.path.isfile(state_path) else None
+    if state is not None and not state.get("finished"):
+        raise _unfinished_run_error(path)
     model, metadata = load_model(os.path.join(path, MODEL_FILE))
     names_path = os.path.join(path, CLASS_NAMES_FILE)
     if not os.path.isfile(names_path):
@@ -240,20 +562,17 @@ def load_run(path) -> Run:
             f"labelled. Restore the file or train again. Received: path={path!r}"
         )
     class_names = _read_json(names_path, "class names")
-    if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
-        raise ValueError(
-            f"{names_path!r} must hold a JSON list of class-name strings. "
-            f"Received: class_names={class_names!r}"
-        )
+    _check_class_names(class_names, names_path)
     _check_class_count(model, class_names, path)
-    if "class_names" in metadata and metadata["class_names"] != class_names:
-        raise ValueError(
-            f"{names_path!r} does not match the class names saved inside the model "
-            f"({metadata['class_names']}), so labels would be wrong. Restore the file from the "
-            f"run. Received: class_names={class_names!r}"
-        )
     config_path = os.path.join(path, CONFIG_FILE)
     history_path = os.path.join(path, HISTORY_FILE)
     config = _read_json(config_path, "config") if os.path.isfile(config_path) else {}
     history = _read_json(history_path, "history") if os.path.isfile(history_path) else {}
+    saved = metadata.get("class_names", config.get("class_names"))
+    if saved is not None and saved != class_names:
+        where = "inside the model" if "class_names" in metadata else f"in {CONFIG_FILE}"
+        raise ValueError(
+            f"{names_path!r} does not match the class names saved {where} ({saved}), so labels "
+            f"would be wrong. Restore the file from the run. Received: class_names={class_names!r}"
+        )
     return Run(model, class_names, config, history, path)

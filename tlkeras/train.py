@@ -16,15 +16,19 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 
 import keras
+import tensorflow as tf
 
-from tlkeras import runs
-from tlkeras.augment import get_augmentation
+from tlkeras import checkpoints, runs
+from tlkeras.augment import augmentation_layer, get_augmentation
 from tlkeras.backbones import get_backbone
-from tlkeras.data import check_class_weight, load_data
+from tlkeras.data import check_class_weight, epoch_dataset, load_data
+from tlkeras.guards import StopOnInterrupt, StopOnNaN, TrainingDivergedError, TrainingInterrupted
+from tlkeras.memory import forget_traced_gradients
 from tlkeras.model import (
     build_model,
     compile_model,
@@ -37,7 +41,7 @@ from tlkeras.scan import SCAN_REPORT_FILE
 
 
 def _fit(
-    model, train_data, validation_data, *, epochs, initial_epoch, patience, callbacks, class_weight
+    model, train_data, validation_data, *, epochs, initial_epoch, patience, callbacks, **options
 ):
     callbacks = list(callbacks or [])
     if patience and validation_data is not None:
@@ -53,8 +57,8 @@ def _fit(
         initial_epoch=initial_epoch,
         callbacks=callbacks,
         shuffle=False,  # The training dataset reshuffles itself every epoch.
-        class_weight=class_weight,
         verbose="auto" if sys.stdout.isatty() else 2,  # One line per epoch in logs.
+        **options,
     )
     return history.history
 
@@ -69,6 +73,8 @@ def train_head(
     patience: int = 0,
     callbacks=None,
     class_weight: dict[int, float] | None = None,
+    initial_epoch: int = 0,
+    steps_per_epoch: int | None = None,
 ) -> dict[str, list[float]]:
     """Stage 1: trains the head with the whole backbone frozen.
 
@@ -82,6 +88,9 @@ def train_head(
             best weights; 0 never stops early. Defaults to 0.
         callbacks: Extra Keras callbacks.
         class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
+        initial_epoch: The epoch to start at, when resuming. Defaults to 0.
+        steps_per_epoch: Batches per epoch, for a `train_data` that holds several epochs
+            (`tlkeras.data.epoch_dataset`). Defaults to `None`: one pass over `train_data`.
 
     Returns:
         The Keras history dict, e.g. `{"loss": [...], "val_accuracy": [...]}`.
@@ -96,10 +105,11 @@ def train_head(
         train_data,
         validation_data,
         epochs=epochs,
-        initial_epoch=0,
+        initial_epoch=initial_epoch,
         patience=patience,
         callbacks=callbacks,
         class_weight=class_weight,
+        steps_per_epoch=steps_per_epoch,
     )
 
 
@@ -116,6 +126,7 @@ def fine_tune(
     callbacks=None,
     class_weight: dict[int, float] | None = None,
     freeze_batchnorm: bool = True,
+    steps_per_epoch: int | None = None,
 ) -> dict[str, list[float]]:
     """Stage 2: unfreezes the top blocks (BatchNorm excepted), recompiles, trains on.
 
@@ -134,6 +145,7 @@ def fine_tune(
         class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
         freeze_batchnorm: Keep BatchNorm frozen. Defaults to True; False reproduces the
             classic mistake, for teaching (see `build_model`).
+        steps_per_epoch: Batches per epoch, for a `train_data` that holds several epochs.
 
     Returns:
         The Keras history dict of this stage.
@@ -152,6 +164,7 @@ def fine_tune(
         patience=patience,
         callbacks=callbacks,
         class_weight=class_weight,
+        steps_per_epoch=steps_per_epoch,
     )
 
 
@@ -202,6 +215,11 @@ class TrainConfig:
         flip, rotation, zoom, translation, contrast: Override one setting of the preset;
             `None` keeps the preset's value.
         class_weight: `"balanced"` weighs the loss so every class counts equally; `"none"`.
+        resume: Continue the run in `out` from its last checkpoint; the settings must be the
+            ones it started with, except those in `checkpoints.CHANGEABLE_ON_RESUME`.
+        overwrite: Delete the run in `out` (only the files tlkeras writes) and start again.
+        deterministic: Turn on TensorFlow's op determinism (slower), so the same seed on the
+            same machine gives identical weights and history. It stays on in this process.
     """
 
     data_dir: str
@@ -229,6 +247,10 @@ class TrainConfig:
     translation: float | None = None
     contrast: float | None = None
     class_weight: str = "none"
+    # Checkpoints, resuming and determinism (tlkeras.checkpoints).
+    resume: bool = False
+    overwrite: bool = False
+    deterministic: bool = False
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -253,20 +275,107 @@ def _check_config(config: TrainConfig) -> None:
         )
 
 
+#: TrainConfig fields that say where and how to start a run, not what it trains.
+RUN_CONTROL_FIELDS = ("out", "resume", "overwrite")
+
+
+def _run_stage(
+    stage: int, model, data, state, config: TrainConfig, interrupt, *, augment, class_weight
+) -> None:
+    """Runs what is left of one stage, checkpointing every epoch."""
+    planned = config.epochs if stage == 1 else config.fine_tune_epochs
+    initial_epoch = state.stage_start(stage) + state.epochs_in(stage)
+    epochs = state.remaining_epochs(stage, planned)
+    images, labels = data.arrays["train"]
+    train_ds, steps = epoch_dataset(
+        images,
+        labels,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        initial_epoch=initial_epoch,
+        epochs=initial_epoch + epochs,
+        augment=augmentation_layer(augment, seed=config.seed),
+    )
+    early_stopping = None
+    if config.patience:
+        early_stopping = checkpoints.ResumableEarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        )
+    best = checkpoints.BestModelCheckpoint(
+        os.path.join(config.out, runs.CHECKPOINT_FILE),
+        class_names=data.class_names,
+        best=checkpoints.best_validation_loss(state),
+        metadata={"backbone": config.backbone, "image_size": list(data.image_size)},
+    )
+    callbacks = [
+        StopOnNaN(),
+        *([early_stopping] if early_stopping else []),
+        checkpoints.EpochCheckpoint(
+            config.out, state=state, stage=stage, early_stopping=early_stopping
+        ),
+        best,
+        interrupt,
+    ]
+    options = dict(epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks)
+    options.update(class_weight=class_weight)
+    options.update(patience=0, steps_per_epoch=steps)  # Early stopping is in callbacks.
+    if stage == 1:
+        train_head(
+            model, train_ds, data.dataset("val"), learning_rate=config.learning_rate, **options
+        )
+    else:
+        fine_tune(
+            model,
+            train_ds,
+            data.dataset("val"),
+            unfreeze=config.unfreeze,
+            learning_rate=config.fine_tune_learning_rate,
+            **options,
+        )
+
+
+def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
+    """The message of a stopped run: what happened, what is kept, how to go on."""
+    if state.weights:
+        folder = checkpoints.checkpoint_dir(config.out)
+        kept = f"The checkpoint of epoch {state.epoch} is kept in {folder}"
+    else:
+        kept = "No epoch had finished, so the run restarts from the beginning"
+    step = f"run the same command with --resume {config.out} (in Python: resume=True)"
+    if isinstance(error, TrainingDivergedError):
+        flag = "--lr" if stage == 1 else "--fine-tune-lr"
+        step = f"lower {flag} and {step}; best.keras holds the best model so far"
+    return f"{error} {kept}; to continue, {step}."
+
+
+@forget_traced_gradients()  # Frees what TensorFlow keeps of each run (see tlkeras.memory).
 def train(config: TrainConfig) -> runs.Run:
-    """Trains a classifier on a data folder and writes a run folder.
+    """Trains a classifier on a data folder and writes a run folder, checkpointing every epoch.
 
     The run folder holds `model.keras` (class names embedded), `class_names.json`,
     `config.json` (the resolved configuration), `history.json`, `history.csv`,
-    `history.png` (the training curves), `best.keras` (the checkpoint with the lowest
-    validation loss) and `scan_report.json` (what the pre-scan found: skipped and ignored
-    files, images per class and split).
+    `history.png` (the training curves), `best.keras` (the model with the lowest validation
+    loss), `scan_report.json` (what the pre-scan found: skipped and ignored files, images per
+    class and split) and `checkpoint/`.
+
+    Before any slow work it checks that `config.out` is new (or `resume`/`overwrite` is set)
+    and writable, then that the disk has room for the model and its checkpoints. Every epoch
+    is checkpointed, so a run that is killed loses at most the epoch in progress, and
+    `resume=True` continues it exactly: its final weights and history match an uninterrupted
+    run's. Ctrl-C (or SIGTERM) stops after the current batch with `guards.TrainingInterrupted`,
+    and a NaN or infinite loss stops training with `guards.TrainingDivergedError`; both keep
+    the last checkpoint and say how to resume.
 
     Args:
         config: A `TrainConfig`.
 
     Returns:
         The saved `Run` (model, class names, config, history).
+
+    Raises:
+        ValueError: If a setting or the run folder is wrong (see `TrainConfig`).
+        guards.TrainingInterrupted: After Ctrl-C or SIGTERM (a `KeyboardInterrupt`).
+        guards.TrainingDivergedError: If the loss became NaN or infinite.
 
     Example:
         >>> run = train(TrainConfig("data_samples/digits", out="runs/digits",
@@ -284,6 +393,21 @@ def train(config: TrainConfig) -> runs.Run:
         contrast=config.contrast,
     )
     check_class_weight(config.class_weight)
+    keras.utils.clear_session()  # Many runs in one process must not pile up Keras state.
+    settings = {
+        key: value
+        for key, value in dataclasses.asdict(config).items()
+        if key not in RUN_CONTROL_FIELDS
+    }
+    settings = json.loads(json.dumps(settings, default=os.fspath))  # As saved: lists, str.
+    state = checkpoints.start_run(
+        config.out, settings=settings, resume=config.resume, overwrite=config.overwrite
+    )
+    if state.finished:
+        print(f"The run in {config.out} has already finished; loading it.")
+        return runs.load_run(config.out)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     image_size = resolve_image_size(config.image_size, config.backbone)
     data = load_data(
@@ -303,46 +427,37 @@ def train(config: TrainConfig) -> runs.Run:
         dense_units=config.dense_units,
         dropout=config.dropout,
     )
-    os.makedirs(config.out, exist_ok=True)
+    runs.check_free_space(config.out, num_params=model.count_params())
+    checkpoints.begin_run(
+        config.out,
+        state,
+        splits=data.folder.splits,
+        data_dir=config.data_dir,
+        overwrite=config.overwrite,
+    )
     data.report.save(os.path.join(config.out, SCAN_REPORT_FILE))
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        os.path.join(config.out, runs.CHECKPOINT_FILE), monitor="val_loss", save_best_only=True
-    )
-    train_ds, val_ds = data.dataset("train", augment=augmentation), data.dataset("val")
-    head = train_head(
-        model,
-        train_ds,
-        val_ds,
-        epochs=config.epochs,
-        learning_rate=config.learning_rate,
-        patience=config.patience,
-        callbacks=[checkpoint],
-        class_weight=class_weight,
-    )
-    stages = [head]
-    if config.fine_tune_epochs:
-        stages.append(
-            fine_tune(
-                model,
-                train_ds,
-                val_ds,
-                epochs=config.fine_tune_epochs,
-                unfreeze=config.unfreeze,
-                learning_rate=config.fine_tune_learning_rate,
-                initial_epoch=len(head["loss"]),
-                patience=config.patience,
-                callbacks=[checkpoint],
-                class_weight=class_weight,
-            )
-        )
+    checkpoints.restore_model(model, config.out, state)
+    stages = (1, 2) if config.fine_tune_epochs else (1,)
+    fit_options = {"augment": augmentation, "class_weight": class_weight}
+    with StopOnInterrupt() as interrupt:
+        for stage in stages:
+            if state.is_done(stage):
+                continue
+            try:
+                _run_stage(stage, model, data, state, config, interrupt, **fit_options)
+            except (TrainingInterrupted, TrainingDivergedError) as error:
+                error.args = (_how_to_continue(error, stage=stage, state=state, config=config),)
+                raise
     resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
     resolved["augmentation"] = dataclasses.asdict(augmentation)  # preset + overrides, resolved
+    resolved = json.loads(json.dumps(resolved, default=os.fspath))  # e.g. a Path data_dir
     run = runs.save_run(
         config.out,
         model=model,
         class_names=data.class_names,
         config=resolved,
-        history=merge_histories(*stages),
+        history=merge_histories(*state.histories),
     )
     plot_history(run.history, path=os.path.join(config.out, HISTORY_PLOT_FILE))
+    checkpoints.finish_run(config.out, state)
     return run

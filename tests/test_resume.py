@@ -1,0 +1,202 @@
+"""Whole runs that are repeated, interrupted, killed or diverge: determinism and resuming.
+
+A tiny VGG16 (random weights, 32 px, 12 training images, 3 batches an epoch, 2 + 2 epochs)
+keeps these tests to about a minute on 2 CPU cores.
+"""
+
+import dataclasses
+import importlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tlkeras as tl
+from tlkeras import checkpoints
+from tlkeras.cli import main
+from tlkeras.guards import TrainingDivergedError
+
+SETTINGS = {
+    "weights": "none",
+    "image_size": 32,
+    "batch_size": 4,
+    "epochs": 2,
+    "fine_tune_epochs": 2,
+    "dense_units": 8,
+    "patience": 0,
+    "validation_split": 0.25,
+    "deterministic": True,
+}
+CLI_FLAGS = [
+    f"--{key.replace('_', '-')}" if value is True else f"--{key.replace('_', '-')}={value}"
+    for key, value in SETTINGS.items()
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from conftest import write_class_folders
+
+    return write_class_folders(tmp_path_factory.mktemp("resume") / "data", {"cat": 8, "dog": 8})
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+    """An uninterrupted run; the module turns op determinism off again when it is done."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    yield tl.train(tl.TrainConfig(data_dir, out=str(out), **SETTINGS))
+    from tensorflow.python.framework import config as tf_config
+
+    tf_config.disable_op_determinism()  # No public switch back; keep other tests as they were.
+
+
+def assert_same_run(run, reference):
+    assert run.history["epoch"] == reference.history["epoch"] == [1, 2, 3, 4]
+    assert run.history["stage"] == [1, 1, 2, 2]
+    for key in ("loss", "val_loss", "accuracy"):
+        np.testing.assert_allclose(run.history[key], reference.history[key], rtol=1e-5)
+    for after, before in zip(run.model.get_weights(), reference.model.get_weights(), strict=True):
+        np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+
+
+def assert_nothing_truncated(run_dir):
+    """Every file a kill left in the run folder is whole; `.tmp-*` files are never read."""
+    for folder, _, names in os.walk(run_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.startswith(".tmp-"):
+                continue
+            if name.endswith(".json"):
+                with open(path) as f:
+                    json.load(f)
+            elif name.endswith(".keras"):
+                with zipfile.ZipFile(path) as archive:
+                    assert archive.testzip() is None, path
+            elif name.endswith(".weights.h5"):
+                with h5py.File(path) as f:
+                    f.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else 0)
+            elif name.endswith(".npz"):
+                with np.load(path) as arrays:
+                    [arrays[key] for key in arrays.files]
+    state = checkpoints.load_state(run_dir)
+    if state.weights:
+        assert os.path.isfile(os.path.join(run_dir, "checkpoint", state.weights))
+    return state
+
+
+def wait_for_epoch(run_dir, epoch, *, timeout=300, process=None):
+    path = os.path.join(run_dir, "checkpoint", "state.json")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the run ended early: {process.communicate()}")
+        try:
+            with open(path) as f:
+                if json.load(f)["epoch"] >= epoch:
+                    return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"epoch {epoch} did not finish within {timeout} s")
+
+
+def test_same_seed_gives_identical_weights_and_history(reference, data_dir, tmp_path):
+    from tensorflow.python.framework import config as tf_config
+
+    again = tl.train(tl.TrainConfig(data_dir, out=str(tmp_path / "again"), **SETTINGS))
+    assert tf_config.is_op_determinism_enabled()  # Turned on by deterministic=True.
+    assert again.history == reference.history
+    for a, b in zip(again.model.get_weights(), reference.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(
+    reference, data_dir, tmp_path, capsys
+):
+    out = str(tmp_path / "run")
+
+    # 1. Ctrl-C once epoch 1 is checkpointed: the CLI exits 130 and says how to resume.
+    def press_ctrl_c():
+        wait_for_epoch(out, 1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    assert main(["train", data_dir, *CLI_FLAGS, "--out", out]) == 130
+    err = capsys.readouterr().err
+    assert f"The checkpoint of epoch 1 is kept in {out}" in err
+    assert f"run the same command with --resume {out}" in err
+    assert err.splitlines()[-1].startswith("tlkeras: interrupted. Training was interrupted at")
+    assert assert_nothing_truncated(out).epoch == 1
+
+    # 2. Resume in a new process and SIGKILL it at a random moment of stage 2.
+    command = [sys.executable, "-m", "tlkeras", "train", data_dir, *CLI_FLAGS, "--resume", out]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_epoch(out, 3, process=process)
+        time.sleep(random.Random(9).uniform(0, 1.5))
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+    state = assert_nothing_truncated(out)
+    assert state.stage == 2 and state.epoch >= 3
+
+    # 3. Resume to the end: the same weights and history as the run that never stopped.
+    resumed = tl.train(tl.TrainConfig(data_dir, out=out, resume=True, **SETTINGS))
+    assert_same_run(resumed, reference)
+    assert_same_run(tl.load_run(out), reference)
+    assert sorted(os.listdir(os.path.join(out, "checkpoint"))) == ["split.json", "state.json"]
+
+
+def test_nan_loss_keeps_the_last_checkpoint_and_resumes_with_a_lower_rate(
+    data_dir, tmp_path, monkeypatch
+):
+    def epoch_dataset_with_a_nan_in_stage_2(*args, initial_epoch, **kwargs):
+        dataset, steps = tl.data.epoch_dataset(*args, initial_epoch=initial_epoch, **kwargs)
+        if initial_epoch != 1:
+            return dataset, steps
+
+        def poison_second_batch(index, batch):  # A NaN sample weight makes the loss NaN.
+            images, labels = batch
+            weights = tf.fill(tf.shape(labels), tf.where(index == 1, np.nan, 1.0))
+            return images, labels, weights
+
+        return dataset.enumerate().map(poison_second_batch), steps
+
+    train_module = importlib.import_module("tlkeras.train")  # tlkeras.train is the function.
+    monkeypatch.setattr(train_module, "epoch_dataset", epoch_dataset_with_a_nan_in_stage_2)
+    config = tl.TrainConfig(
+        data_dir, out=str(tmp_path / "run"), **{**SETTINGS, "epochs": 1, "fine_tune_epochs": 1}
+    )
+    with pytest.raises(TrainingDivergedError) as error:
+        tl.train(config)
+    message = str(error.value)
+    assert "loss became nan at epoch 2, batch 2 of 3" in message
+    assert "Lower the learning rate (it is 1e-05" in message
+    assert "The checkpoint of epoch 1 is kept" in message and "lower --fine-tune-lr" in message
+    assert checkpoints.load_state(config.out).epoch == 1
+    assert tl.load_run(os.path.join(config.out, "best.keras")).class_names == ["cat", "dog"]
+
+    monkeypatch.undo()
+    run = tl.train(dataclasses.replace(config, resume=True, fine_tune_learning_rate=1e-6))
+    assert run.history["stage"] == [1, 2] and np.isfinite(run.history["loss"]).all()
+
+
+def test_existing_run_folder_is_one_line_exit_2(capsys, data_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_text("")
+    code = main(["train", data_dir, *CLI_FLAGS, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "already exists. Pass --resume" in err and "--overwrite" in err
+    code = main(["train", data_dir, "--resume", str(tmp_path / "a"), "--out", str(tmp_path / "b")])
+    assert code == 2 and "--out names another folder" in capsys.readouterr().err
