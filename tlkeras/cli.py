@@ -103,7 +103,32 @@ def _add_train(commands) -> None:
         default=5,
         help="early-stopping patience, 0 for off (default: %(default)s)",
     )
+    _add_distribution_arguments(p)
     p.set_defaults(handler=_train)
+
+
+def _add_distribution_arguments(p) -> None:
+    from tlkeras.distribute import LEARNING_RATE_SCALINGS, STRATEGIES
+
+    group = p.add_argument_group(
+        "distribution (see README: several GPUs or machines)",
+        "--batch-size is per replica (GPU); the global batch is batch size x replicas.",
+    )
+    group.add_argument(
+        "--strategy",
+        default="auto",
+        choices=STRATEGIES,
+        help="auto: every GPU when there are several, else one device; mirrored: every GPU "
+        "of this machine; multiworker: several machines, set by TF_CONFIG (default: "
+        "%(default)s)",
+    )
+    group.add_argument(
+        "--lr-scaling",
+        default="sqrt",
+        choices=LEARNING_RATE_SCALINGS,
+        help="both learning rates times sqrt(replicas), times replicas, or unchanged "
+        "(default: %(default)s)",
+    )
 
 
 def _train(args) -> int:
@@ -126,6 +151,8 @@ def _train(args) -> int:
         dropout=args.dropout,
         patience=args.patience,
         seed=args.seed,
+        strategy=args.strategy,
+        learning_rate_scaling=args.lr_scaling,
     )
     run = train(config)
     best = max(run.history.get("val_accuracy") or [float("nan")])

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
+import tempfile
 
 import keras
 
-from tlkeras import runs
+from tlkeras import distribute, runs
 from tlkeras.backbones import get_backbone
 from tlkeras.data import load_data
 from tlkeras.model import (
@@ -180,6 +182,10 @@ class TrainConfig:
         dropout: Dropout rate in the head.
         patience: Early-stopping patience in epochs; 0 turns early stopping off.
         seed: Seed for the split, shuffling and initialisation.
+        strategy: `"auto"`, `"none"`, `"mirrored"` or `"multiworker"`; see
+            `tlkeras.distribute`. `batch_size` is then per replica.
+        learning_rate_scaling: How both learning rates grow with the number of replicas:
+            `"sqrt"`, `"linear"` or `"none"`; see `tlkeras.distribute`.
     """
 
     data_dir: str
@@ -198,6 +204,9 @@ class TrainConfig:
     dropout: float = 0.2
     patience: int = 5
     seed: int = 0
+    # Distribution (tlkeras.distribute): batch_size is per replica; learning rates scale.
+    strategy: str = "auto"
+    learning_rate_scaling: str = "sqrt"
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -242,34 +251,46 @@ def train(config: TrainConfig) -> runs.Run:
         ['0', '1']
     """
     _check_config(config)
+    strategy = distribute.get_strategy(config.strategy)  # First: multi-worker needs a new runtime.
+    replicas = strategy.num_replicas_in_sync
+    learning_rate, fine_tune_learning_rate = (
+        distribute.scale_learning_rate(
+            rate, num_replicas=replicas, scaling=config.learning_rate_scaling
+        )
+        for rate in (config.learning_rate, config.fine_tune_learning_rate)
+    )
     keras.utils.set_random_seed(config.seed)
     image_size = resolve_image_size(config.image_size, config.backbone)
     data = load_data(
         config.data_dir,
         image_size=image_size,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size * replicas,  # The global batch.
         validation_split=config.validation_split,
         seed=config.seed,
     )
-    model = build_model(
-        config.backbone,
-        num_classes=len(data.class_names),
-        image_size=image_size,
-        weights=config.weights,
-        dense_units=config.dense_units,
-        dropout=config.dropout,
-    )
-    os.makedirs(config.out, exist_ok=True)
+    with strategy.scope():
+        model = build_model(
+            config.backbone,
+            num_classes=len(data.class_names),
+            image_size=image_size,
+            weights=config.weights,
+            dense_units=config.dense_units,
+            dropout=config.dropout,
+        )
+    # Only the chief writes the run folder; other workers write to a scratch folder.
+    chief = distribute.is_chief(strategy)
+    out = config.out if chief else tempfile.mkdtemp(prefix="tlkeras-worker-")
+    os.makedirs(out, exist_ok=True)
     checkpoint = keras.callbacks.ModelCheckpoint(
-        os.path.join(config.out, runs.CHECKPOINT_FILE), monitor="val_loss", save_best_only=True
+        os.path.join(out, runs.CHECKPOINT_FILE), monitor="val_loss", save_best_only=True
     )
-    train_ds, val_ds = data.dataset("train"), data.dataset("val")
+    train_ds, val_ds = (distribute.shard_by_data(data.dataset(s)) for s in ("train", "val"))
     head = train_head(
         model,
         train_ds,
         val_ds,
         epochs=config.epochs,
-        learning_rate=config.learning_rate,
+        learning_rate=learning_rate,
         patience=config.patience,
         callbacks=[checkpoint],
     )
@@ -282,17 +303,27 @@ def train(config: TrainConfig) -> runs.Run:
                 val_ds,
                 epochs=config.fine_tune_epochs,
                 unfreeze=config.unfreeze,
-                learning_rate=config.fine_tune_learning_rate,
+                learning_rate=fine_tune_learning_rate,
                 initial_epoch=len(head["loss"]),
                 patience=config.patience,
                 callbacks=[checkpoint],
             )
         )
     resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
-    return runs.save_run(
-        config.out,
+    resolved["distribution"] = {
+        **distribute.describe(strategy),
+        "global_batch_size": config.batch_size * replicas,
+        "learning_rate": learning_rate,
+        "fine_tune_learning_rate": fine_tune_learning_rate,
+    }
+    run = runs.save_run(
+        out,
         model=model,
         class_names=data.class_names,
         config=resolved,
         history=merge_histories(*stages),
     )
+    if not chief:  # Its model is the chief's; only the chief's run folder is kept.
+        shutil.rmtree(out)
+        run.path = config.out
+    return run
