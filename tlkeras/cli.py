@@ -19,6 +19,7 @@ EXAMPLES = """examples:
       --epochs 3 --fine-tune-epochs 2 --out runs/digits
   python -m tlkeras predict runs/digits data_samples/predict_examples/digit_3.png
   python -m tlkeras evaluate runs/digits data_samples/digits
+  python -m tlkeras export runs/digits --format tflite-int8
 """
 
 
@@ -241,6 +242,72 @@ def _backbones(args) -> int:
     return 0
 
 
+def _add_export(commands) -> None:
+    from tlkeras.export import FORMATS
+
+    p = commands.add_parser(
+        "export",
+        help="export a trained run for a server or a phone, with its labels",
+        description="Export a trained run as a SavedModel (servers), TFLite float, "
+        "dynamic-range or full-int8 (phones), or a .keras file. Every export takes RGB "
+        "pixels in [0, 255] and returns class probabilities; a labels file is written "
+        "beside it.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (or .keras file) from train")
+    p.add_argument("--format", default="savedmodel", choices=tuple(FORMATS))
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="file (.tflite, .keras) or folder (savedmodel) to write "
+        "(default: RUN_DIR/export/saved_model, model.tflite, model_int8.tflite ...)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=100,
+        help="tflite-int8: training images to calibrate on (default: %(default)s)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="run the export in its own runtime (TFLite interpreter, tf.saved_model.load) on "
+        "up to 200 validation images and compare it with the Keras model",
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DATA_DIR",
+        help="data folder for calibration and --check (default: the run's training data)",
+    )
+    p.set_defaults(handler=_export)
+
+
+def _export(args) -> int:
+    from tlkeras.export import check_export, export_model, sample_images
+    from tlkeras.runs import load_run
+
+    run = load_run(args.run_dir)
+    result = export_model(
+        run,
+        format=args.format,
+        out=args.out,
+        data_dir=args.data_dir,
+        num_calibration_images=args.calibration_images,
+    )
+    print(
+        f"Exported {result.format} to {result.path} ({result.size_bytes / 1e6:.1f} MB); "
+        f"labels in {result.labels_path}."
+    )
+    if args.check:
+        images = sample_images(run, split="val", data_dir=args.data_dir, num_images=200)
+        report = check_export(run, result, images)
+        print(
+            f"Checked on {report['num_images']} validation images against Keras: top class "
+            f"agrees on {report['top1_agreement']:.1%}, largest probability difference "
+            f"{report['max_abs_difference']:.2g}."
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `tlkeras` argument parser with one subcommand per task."""
     parser = _Parser(
@@ -252,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     commands._parser_class = _Parser
-    for add in (_add_train, _add_predict, _add_evaluate, _add_backbones):
+    for add in (_add_train, _add_predict, _add_evaluate, _add_backbones, _add_export):
         add(commands)
     return parser
 
