@@ -238,6 +238,10 @@ def train(config: TrainConfig) -> runs.Run:
     `config.json` (the resolved configuration), `history.json`, `history.csv` and
     `best.keras` (the checkpoint with the lowest validation loss).
 
+    `config.strategy` spreads training over several GPUs or machines (`tlkeras.distribute`).
+    In a multi-worker job only the chief writes the run folder; on the other workers the
+    returned `Run` holds the same trained model and `path` names the chief's folder.
+
     Args:
         config: A `TrainConfig`.
 
