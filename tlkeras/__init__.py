@@ -16,6 +16,10 @@ Or all at once, writing a run folder that `load_run`, `predict` and `evaluate` u
 
     run = tl.train(tl.TrainConfig("data_samples/digits", out="runs/digits", image_size=32))
     tl.predict(tl.load_run("runs/digits"), ["data_samples/predict_examples/digit_3.png"])
+
+On several GPUs pass `strategy="auto"` (the default) or `"mirrored"` to `TrainConfig`; on
+several machines `"multiworker"` with `TF_CONFIG` set. To ship, `tl.export_model(run,
+format="tflite-int8")` writes a phone-ready model and its labels file.
 """
 
 __version__ = "0.1.0"
@@ -24,7 +28,9 @@ from tlkeras import labs  # noqa: F401  (tl.labs.check_*: the teaching-lab check
 from tlkeras.augment import Augmentation, get_augmentation, preview_augmentation
 from tlkeras.backbones import BACKBONES, get_backbone
 from tlkeras.data import load_data, sample_per_class, scan_folder
+from tlkeras.distribute import get_strategy
 from tlkeras.evaluate import evaluate
+from tlkeras.export import export_model
 from tlkeras.layers import Preprocess
 from tlkeras.model import (
     WeightsUnavailableError,
@@ -56,10 +62,12 @@ __all__ = [
     "build_model",
     "compile_model",
     "evaluate",
+    "export_model",
     "fine_tune",
     "freeze_backbone",
     "get_augmentation",
     "get_backbone",
+    "get_strategy",
     "load_backbone",
     "load_data",
     "load_run",

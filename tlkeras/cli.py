@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   python -m tlkeras lr-find data_samples/digits --weights none --image-size 32
   python -m tlkeras compare data_samples/digits --backbones vgg16,mobilenet_v2 \\
       --weights none --image-size 32 --epochs 3
+  python -m tlkeras export runs/digits --format tflite-int8
 """
 
 
@@ -110,6 +111,7 @@ def _add_train(commands) -> None:
     )
     _add_data_check_arguments(p)
     _add_resume_arguments(p)
+    _add_distribution_arguments(p)
     p.set_defaults(handler=_train)
 
 
@@ -148,6 +150,30 @@ def _run_folder(args) -> str:
     return args.resume
 
 
+def _add_distribution_arguments(p) -> None:
+    from tlkeras.distribute import LEARNING_RATE_SCALINGS, STRATEGIES
+
+    group = p.add_argument_group(
+        "distribution (see README: several GPUs or machines)",
+        "--batch-size is per replica (GPU); the global batch is batch size x replicas.",
+    )
+    group.add_argument(
+        "--strategy",
+        default="auto",
+        choices=STRATEGIES,
+        help="auto: every GPU when there are several, else one device; mirrored: every GPU "
+        "of this machine; multiworker: several machines, set by TF_CONFIG (default: "
+        "%(default)s)",
+    )
+    group.add_argument(
+        "--lr-scaling",
+        default="sqrt",
+        choices=LEARNING_RATE_SCALINGS,
+        help="both learning rates times sqrt(replicas), times replicas, or unchanged "
+        "(default: %(default)s)",
+    )
+
+
 def _train(args) -> int:
     from tlkeras.train import TrainConfig, train
 
@@ -172,6 +198,8 @@ def _train(args) -> int:
         resume=args.resume is not None,
         overwrite=args.overwrite,
         deterministic=args.deterministic,
+        strategy=args.strategy,
+        learning_rate_scaling=args.lr_scaling,
     )
     run = train(config)
     best = max(run.history.get("val_accuracy") or [float("nan")])
@@ -475,6 +503,72 @@ def _explain(args) -> int:
     return 0
 
 
+def _add_export(commands) -> None:
+    from tlkeras.export import FORMATS
+
+    p = commands.add_parser(
+        "export",
+        help="export a trained run for a server or a phone, with its labels",
+        description="Export a trained run as a SavedModel (servers), TFLite float, "
+        "dynamic-range or full-int8 (phones), or a .keras file. Every export takes RGB "
+        "pixels in [0, 255] and returns class probabilities; a labels file is written "
+        "beside it.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (or .keras file) from train")
+    p.add_argument("--format", default="savedmodel", choices=tuple(FORMATS))
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="file (.tflite, .keras) or folder (savedmodel) to write "
+        "(default: RUN_DIR/export/saved_model, model.tflite, model_int8.tflite ...)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=100,
+        help="tflite-int8: training images to calibrate on (default: %(default)s)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="run the export in its own runtime (TFLite interpreter, tf.saved_model.load) on "
+        "up to 200 validation images and compare it with the Keras model",
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DATA_DIR",
+        help="data folder for calibration and --check (default: the run's training data)",
+    )
+    p.set_defaults(handler=_export)
+
+
+def _export(args) -> int:
+    from tlkeras.export import check_export, export_model, sample_images
+    from tlkeras.runs import load_run
+
+    run = load_run(args.run_dir)
+    result = export_model(
+        run,
+        format=args.format,
+        out=args.out,
+        data_dir=args.data_dir,
+        num_calibration_images=args.calibration_images,
+    )
+    print(
+        f"Exported {result.format} to {result.path} ({result.size_bytes / 1e6:.1f} MB); "
+        f"labels in {result.labels_path}."
+    )
+    if args.check:
+        images = sample_images(run, split="val", data_dir=args.data_dir, num_images=200)
+        report = check_export(run, result, images)
+        print(
+            f"Checked on {report['num_images']} validation images against Keras: top class "
+            f"agrees on {report['top1_agreement']:.1%}, largest probability difference "
+            f"{report['max_abs_difference']:.2g}."
+        )
+    return 0
+
+
 def _add_model_and_data_arguments(p, *, epochs: int) -> None:
     """The model and data flags lr-find and compare share with train (same defaults)."""
     model = p.add_argument_group("model")
@@ -653,6 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_lr_find,
         _add_compare,
         _add_plot_history,
+        _add_export,
     ):
         add(commands)
     return parser

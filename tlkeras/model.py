@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -267,16 +268,20 @@ def compile_model(model: keras.Model, *, learning_rate: float) -> None:
     """Compiles with Adam, sparse categorical cross-entropy and accuracy.
 
     Call it after every change to `trainable`; Keras only picks the change up on compile.
+    It compiles in the scope of the `tf.distribute` strategy the model was built in, so the
+    optimizer and metrics live on the same devices as the model.
     """
     if not learning_rate > 0:
         raise ValueError(
             f"learning_rate must be a positive number. Received: learning_rate={learning_rate!r}"
         )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    strategy = getattr(model, "distribute_strategy", None)  # Only on the TensorFlow backend.
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
 
 
 def imagenet_or_none(backbone: str, *, image_size=None) -> str:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import keras
 import tensorflow as tf
 
-from tlkeras import checkpoints, runs
+from tlkeras import checkpoints, distribute, runs
 from tlkeras.augment import augmentation_layer, get_augmentation
 from tlkeras.backbones import get_backbone
 from tlkeras.data import check_class_weight, epoch_dataset, load_data
@@ -220,6 +222,10 @@ class TrainConfig:
         overwrite: Delete the run in `out` (only the files tlkeras writes) and start again.
         deterministic: Turn on TensorFlow's op determinism (slower), so the same seed on the
             same machine gives identical weights and history. It stays on in this process.
+        strategy: `"auto"`, `"none"`, `"mirrored"` or `"multiworker"`; see
+            `tlkeras.distribute`. `batch_size` is then per replica.
+        learning_rate_scaling: How both learning rates grow with the number of replicas:
+            `"sqrt"`, `"linear"` or `"none"`; see `tlkeras.distribute`.
     """
 
     data_dir: str
@@ -251,6 +257,9 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     deterministic: bool = False
+    # Distribution (tlkeras.distribute): batch_size is per replica; learning rates scale.
+    strategy: str = "auto"
+    learning_rate_scaling: str = "sqrt"
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -280,7 +289,16 @@ RUN_CONTROL_FIELDS = ("out", "resume", "overwrite")
 
 
 def _run_stage(
-    stage: int, model, data, state, config: TrainConfig, interrupt, *, augment, class_weight
+    stage: int,
+    model,
+    data,
+    state,
+    config: TrainConfig,
+    interrupt,
+    *,
+    learning_rate: float,
+    augment,
+    class_weight,
 ) -> None:
     """Runs what is left of one stage, checkpointing every epoch."""
     planned = config.epochs if stage == 1 else config.fine_tune_epochs
@@ -295,6 +313,10 @@ def _run_stage(
         initial_epoch=initial_epoch,
         epochs=initial_epoch + epochs,
         augment=augmentation_layer(augment, seed=config.seed),
+    )
+    train_ds, val_ds = (
+        distribute.shard_by_data(train_ds),
+        distribute.shard_by_data(data.dataset("val")),
     )
     early_stopping = None
     if config.patience:
@@ -320,16 +342,14 @@ def _run_stage(
     options.update(class_weight=class_weight)
     options.update(patience=0, steps_per_epoch=steps)  # Early stopping is in callbacks.
     if stage == 1:
-        train_head(
-            model, train_ds, data.dataset("val"), learning_rate=config.learning_rate, **options
-        )
+        train_head(model, train_ds, val_ds, learning_rate=learning_rate, **options)
     else:
         fine_tune(
             model,
             train_ds,
-            data.dataset("val"),
+            val_ds,
             unfreeze=config.unfreeze,
-            learning_rate=config.fine_tune_learning_rate,
+            learning_rate=learning_rate,
             **options,
         )
 
@@ -366,6 +386,10 @@ def train(config: TrainConfig) -> runs.Run:
     and a NaN or infinite loss stops training with `guards.TrainingDivergedError`; both keep
     the last checkpoint and say how to resume.
 
+    `config.strategy` spreads training over several GPUs or machines (`tlkeras.distribute`).
+    In a multi-worker job only the chief writes the run folder; on the other workers the
+    returned `Run` holds the same trained model and `path` names the chief's folder.
+
     Args:
         config: A `TrainConfig`.
 
@@ -384,6 +408,18 @@ def train(config: TrainConfig) -> runs.Run:
         ['0', '1']
     """
     _check_config(config)
+    strategy = distribute.get_strategy(config.strategy)  # First: multi-worker needs a new runtime.
+    replicas = strategy.num_replicas_in_sync
+    learning_rates = tuple(
+        distribute.scale_learning_rate(
+            rate, num_replicas=replicas, scaling=config.learning_rate_scaling
+        )
+        for rate in (config.learning_rate, config.fine_tune_learning_rate)
+    )
+    # Only the chief writes the run folder; other workers write to a scratch folder.
+    chief, run_dir = distribute.is_chief(strategy), config.out
+    out = run_dir if chief else tempfile.mkdtemp(prefix="tlkeras-worker-")
+    config = dataclasses.replace(config, out=out)
     augmentation = get_augmentation(
         config.augment,
         flip=config.flip,
@@ -413,20 +449,21 @@ def train(config: TrainConfig) -> runs.Run:
     data = load_data(
         config.data_dir,
         image_size=image_size,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size * replicas,  # The global batch.
         validation_split=config.validation_split,
         seed=config.seed,
         strict=config.strict,
     )
     class_weight = data.class_weight(config.class_weight)
-    model = build_model(
-        config.backbone,
-        num_classes=len(data.class_names),
-        image_size=image_size,
-        weights=config.weights,
-        dense_units=config.dense_units,
-        dropout=config.dropout,
-    )
+    with strategy.scope():
+        model = build_model(
+            config.backbone,
+            num_classes=len(data.class_names),
+            image_size=image_size,
+            weights=config.weights,
+            dense_units=config.dense_units,
+            dropout=config.dropout,
+        )
     runs.check_free_space(config.out, num_params=model.count_params())
     checkpoints.begin_run(
         config.out,
@@ -444,12 +481,28 @@ def train(config: TrainConfig) -> runs.Run:
             if state.is_done(stage):
                 continue
             try:
-                _run_stage(stage, model, data, state, config, interrupt, **fit_options)
+                _run_stage(
+                    stage,
+                    model,
+                    data,
+                    state,
+                    config,
+                    interrupt,
+                    learning_rate=learning_rates[stage - 1],
+                    **fit_options,
+                )
             except (TrainingInterrupted, TrainingDivergedError) as error:
                 error.args = (_how_to_continue(error, stage=stage, state=state, config=config),)
                 raise
     resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
+    resolved["out"] = run_dir
     resolved["augmentation"] = dataclasses.asdict(augmentation)  # preset + overrides, resolved
+    resolved["distribution"] = {
+        **distribute.describe(strategy),
+        "global_batch_size": config.batch_size * replicas,
+        "learning_rate": learning_rates[0],
+        "fine_tune_learning_rate": learning_rates[1],
+    }
     resolved = json.loads(json.dumps(resolved, default=os.fspath))  # e.g. a Path data_dir
     run = runs.save_run(
         config.out,
@@ -460,4 +513,7 @@ def train(config: TrainConfig) -> runs.Run:
     )
     plot_history(run.history, path=os.path.join(config.out, HISTORY_PLOT_FILE))
     checkpoints.finish_run(config.out, state)
+    if not chief:  # Its model is the chief's; only the chief's run folder is kept.
+        shutil.rmtree(out)
+        run.path = run_dir
     return run

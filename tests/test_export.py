@@ -1,0 +1,191 @@
+"""Exports checked by the programs that consume them: the TFLite interpreter, TensorFlow's
+SavedModel loader, Keras, and Keras on the JAX backend."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tlkeras as tl
+from tlkeras import export
+from tlkeras.cli import main
+from tlkeras.images import load_images
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A confident two-class run, its images and its Keras probabilities.
+
+    The high learning rate gives top-class margins of about 0.3, well above int8's error; a
+    barely trained model (probabilities near 0.5) would flip on rounding alone.
+    """
+    from conftest import write_class_folders
+
+    root = tmp_path_factory.mktemp("export")
+    data_dir = write_class_folders(root / "data", {"cat": 12, "dog": 12})
+    config = tl.TrainConfig(
+        data_dir,
+        out=str(root / "run"),
+        weights="none",
+        image_size=32,
+        batch_size=8,
+        epochs=6,
+        learning_rate=1e-2,
+        dense_units=16,
+        patience=0,
+        strategy="none",
+    )
+    run = tl.train(config)
+    paths = sorted(str(path) for path in Path(data_dir).rglob("*.png"))
+    images = load_images(paths, (32, 32))
+    probabilities = run.model.predict(images.astype("float32"), verbose=0)
+    return run, images, probabilities
+
+
+def operator_names(path) -> set[str]:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    return {
+        flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+        for op in model.subgraphs[0].operators
+    }
+
+
+def test_float_tflite_from_the_cli_matches_keras(capsys, trained, tmp_path):
+    run, images, keras_probabilities = trained
+    out = tmp_path / "ship" / "cats.tflite"
+    code = main(["export", run.path, "--format", "tflite", "--out", str(out), "--check"])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    assert f"Exported tflite to {out} (" in stdout and "MB)" in stdout
+    assert "Checked on 4 validation images against Keras: top class agrees on 100.0%" in stdout
+
+    probabilities = export.predict_tflite(out, images)
+    np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-4)
+    interpreter = export.tflite_interpreter(out)
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32
+    # Only built-in operators: the plain LiteRT runtime on a phone can run it.
+    ops = operator_names(out)
+    assert "CONV_2D" in ops and "CUSTOM" not in ops
+    # The labels travel beside it and inside it.
+    assert (tmp_path / "ship" / "cats.labels.txt").read_text() == "cat\ndog\n"
+    metadata = export.read_tflite_metadata(out)
+    assert metadata["class_names"] == ["cat", "dog"] and metadata["image_size"] == [32, 32]
+
+
+def test_int8_tflite_agrees_on_the_top_class(trained):
+    run, images, keras_probabilities = trained
+    result = export.export_model(run, format="tflite-int8", num_calibration_images=16)
+    assert result.path == os.path.join(run.path, "export", "model_int8.tflite")
+    assert Path(result.labels_path).read_text() == "cat\ndog\n"
+
+    source = export.tflite_interpreter(result.path).get_input_details()[0]
+    assert source["dtype"] == np.uint8 and source["quantization"] == (1.0, 0)  # Raw pixels.
+    probabilities = export.predict_tflite(result.path, images)
+    agreement = np.mean(probabilities.argmax(1) == keras_probabilities.argmax(1))
+    assert agreement >= 0.95
+    float_size = sum(w.size for w in run.model.get_weights()) * 4
+    assert result.size_bytes < float_size / 3  # int8 weights, a quarter of float32.
+    assert export.read_tflite_metadata(result.path)["format"] == "tflite-int8"
+
+
+def test_dynamic_range_tflite_agrees_on_the_top_class(trained, tmp_path):
+    run, images, keras_probabilities = trained
+    result = export.export_model(run, format="tflite-dynamic", out=tmp_path / "m.tflite")
+    probabilities = export.predict_tflite(result.path, images)
+    assert np.mean(probabilities.argmax(1) == keras_probabilities.argmax(1)) >= 0.95
+    assert np.abs(probabilities - keras_probabilities).max() < 0.05
+    assert result.size_bytes < sum(w.size for w in run.model.get_weights()) * 4 / 3
+
+
+def test_saved_model_reloads_with_tensorflow_and_gives_the_same_outputs(trained, tmp_path):
+    run, images, keras_probabilities = trained
+    out = tmp_path / "served"
+    result = export.export_model(run, format="savedmodel", out=out)
+    reloaded = tf.saved_model.load(str(out))
+    probabilities = reloaded.serve(tf.constant(images, tf.float32)).numpy()
+    np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-5)
+    assert "serving_default" in reloaded.signatures
+    assert (out / "assets.extra" / "labels.txt").read_text() == "cat\ndog\n"
+    assert json.loads((out / "assets.extra" / "tlkeras.json").read_text())["backbone"] == "vgg16"
+    assert Path(result.labels_path) == tmp_path / "served.labels.txt"
+    export.export_model(run, format="savedmodel", out=out)  # An earlier export is replaced.
+    assert sorted(os.listdir(tmp_path)) == ["served", "served.labels.txt"]
+
+
+def test_keras_export_carries_its_class_names(trained, tmp_path):
+    run, images, keras_probabilities = trained
+    result = export.export_model(run, format="keras", out=tmp_path / "cats.keras")
+    loaded = tl.load_run(result.path)
+    assert loaded.class_names == ["cat", "dog"]
+    np.testing.assert_allclose(
+        loaded.model.predict(images.astype("float32"), verbose=0), keras_probabilities, rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"format": "onnx"}, r"Unknown export format 'onnx'. Expected one of \('savedmodel'"),
+        ({"format": "tflite", "out": "model.tfl"}, "must end with '.tflite'"),
+        ({"format": "keras", "out": "model.h5"}, "must end with '.keras'"),
+        ({"format": "savedmodel", "out": "{busy}"}, "already holds other files"),
+        ({"format": "tflite-int8", "data_dir": "no/such/dir"}, "needs the training data"),
+        ({"format": "tflite-int8", "num_calibration_images": 0}, "must be a positive int"),
+    ],
+)
+def test_export_mistakes_are_explained(trained, tmp_path, options, message):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("keep me")
+    if options.get("out") == "{busy}":
+        options = {**options, "out": busy}
+    with pytest.raises(ValueError, match=message):
+        export.export_model(trained[0], **options)
+    assert (busy / "notes.txt").read_text() == "keep me"
+
+
+def test_labels_path_sits_beside_the_export():
+    assert export.labels_path("a/model.tflite") == "a/model.labels.txt"
+    assert export.labels_path("a/cats.keras") == "a/cats.labels.txt"
+    assert export.labels_path("a/saved_model/") == "a/saved_model.labels.txt"
+
+
+JAX_SCRIPT = """
+import sys
+import numpy as np
+import keras
+import tlkeras as tl
+from tlkeras.predict import predict_probabilities
+assert keras.backend.backend() == "jax", keras.backend.backend()
+run = tl.load_run(sys.argv[1])
+np.save(sys.argv[2], predict_probabilities(run, sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_run_trained_on_tensorflow_loads_and_predicts_under_jax(trained, tmp_path):
+    run, _, keras_probabilities = trained
+    data_dir = run.config["data_dir"]
+    paths = sorted(str(path) for path in Path(data_dir).rglob("*.png"))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    out = tmp_path / "jax.npy"
+    process = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT, run.path, str(out), *paths],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    np.testing.assert_allclose(np.load(out), keras_probabilities, atol=1e-5)

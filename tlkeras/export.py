@@ -1,0 +1,485 @@
+"""Shipping a trained run: SavedModel for servers, TFLite for phones, `.keras` for Python.
+
+`python -m tlkeras export RUN_DIR --format FORMAT [--out PATH]` writes one of:
+
+    format          what it is                                    made by
+    savedmodel      SavedModel folder (TF Serving, TF.js)         Keras' model.export
+    tflite          TFLite flatbuffer, float32                    Keras' model.export (LiteRT)
+    tflite-dynamic  TFLite, int8 weights, float activations       + dynamic-range quantisation
+    tflite-int8     TFLite, int8 weights and activations,         + full-integer quantisation,
+                    uint8 input, float32 output                     calibrated on training images
+    keras           the Keras model file                          keras.Model.save
+
+Every export takes RGB pixels in [0, 255] shaped `(batch, height, width, 3)` (the model's
+own preprocessing is inside it) and returns class probabilities `(batch, num_classes)` as
+float32, where column `i` is `class_names[i]`. TFLite exports use only the built-in TFLite
+operators, so the plain LiteRT runtime on a phone runs them without TensorFlow ops.
+`tflite-int8` takes uint8 pixels; its input scale and zero point are 1 and 0 when the
+calibration images span 0 to 255 (photos do), else read them from the input details.
+
+The class names travel with every export:
+
+- a labels file beside it, `<out without extension>.labels.txt`, line `i` naming label `i`
+  (the form Android, MediaPipe and most mobile tutorials read);
+- inside the export where the format allows: a `tlkeras` metadata entry (JSON) in the
+  TFLite flatbuffer, `assets.extra/labels.txt` and `assets.extra/tlkeras.json` in the
+  SavedModel (the folder TF Serving keeps for such files), `tlkeras.json` in the `.keras`
+  file.
+
+Example:
+    >>> result = export_model("runs/digits", format="tflite-int8")
+    >>> result.path, result.labels_path
+    ('runs/digits/export/model_int8.tflite', 'runs/digits/export/model_int8.labels.txt')
+    >>> probabilities = predict_tflite(result.path, images)   # uint8 or float, 0-255
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from tlkeras import runs
+from tlkeras.data import scan_folder
+from tlkeras.images import load_images
+
+# Format name -> default file or folder name inside RUN_DIR/export/.
+FORMATS = {
+    "savedmodel": "saved_model",
+    "tflite": "model.tflite",
+    "tflite-dynamic": "model_dynamic.tflite",
+    "tflite-int8": "model_int8.tflite",
+    "keras": "model.keras",
+}
+TFLITE_QUANTIZATION = {"tflite": "none", "tflite-dynamic": "dynamic", "tflite-int8": "int8"}
+EXPORT_FOLDER = "export"
+LABELS_SUFFIX = ".labels.txt"
+METADATA_NAME = "tlkeras"  # The TFLite metadata entry and the SavedModel's tlkeras.json.
+SAVED_MODEL_EXTRA = "assets.extra"
+
+
+@dataclasses.dataclass
+class Export:
+    """One exported model.
+
+    Attributes:
+        path: The exported file, or folder for a SavedModel.
+        labels_path: The labels file beside it.
+        format: One of `FORMATS`.
+        size_bytes: Its size on disk (all files, for a SavedModel folder).
+    """
+
+    path: str
+    labels_path: str
+    format: str
+    size_bytes: int
+
+
+def export_model(
+    run,
+    *,
+    format: str = "savedmodel",
+    out=None,
+    data_dir=None,
+    num_calibration_images: int = 100,
+) -> Export:
+    """Exports a trained run for serving, with its class names.
+
+    Args:
+        run: A `Run`, or the path of a run folder (or `.keras` file) to load.
+        format: One of `"savedmodel"`, `"tflite"`, `"tflite-dynamic"`, `"tflite-int8"` or
+            `"keras"` (see the module docstring). Defaults to `"savedmodel"`.
+        out: Where to write it: a folder for `"savedmodel"`, a `.tflite` or `.keras` file
+            otherwise. Defaults to `RUN_DIR/export/` plus the format's default name.
+        data_dir: For `"tflite-int8"`, the data folder to take calibration images from (its
+            training split). Defaults to the run's own `data_dir`.
+        num_calibration_images: How many training images calibrate `"tflite-int8"`.
+            Defaults to 100.
+
+    Returns:
+        An `Export` with the paths and the size.
+
+    Raises:
+        ValueError: If the format, the output path or the calibration data is wrong.
+
+    Example:
+        >>> export_model("runs/digits", format="tflite", out="digits.tflite").labels_path
+        'digits.labels.txt'
+    """
+    if format not in FORMATS:
+        raise ValueError(
+            f"Unknown export format {format!r}. Expected one of {tuple(FORMATS)}. "
+            f"Received: format={format!r}"
+        )
+    run = run if isinstance(run, runs.Run) else runs.load_run(run)
+    out = os.fspath(out) if out is not None else default_out(run, format)
+    _check_out(out, format)
+    _check_class_names(run.class_names)
+    metadata = _metadata(run, format)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if format == "savedmodel":
+        _write_saved_model(run.model, out, metadata)
+    elif format == "keras":
+        runs.save_model(out, run.model, class_names=run.class_names, metadata=metadata)
+    else:
+        images = None
+        if format == "tflite-int8":
+            images = sample_images(
+                run, split="train", data_dir=data_dir, num_images=num_calibration_images
+            )
+        flatbuffer = convert_to_tflite(
+            run.model, quantization=TFLITE_QUANTIZATION[format], calibration_images=images
+        )
+        runs.atomic_write(out, add_tflite_metadata(flatbuffer, metadata))
+        if images is not None:
+            _warn_about_input_scale(out)
+    labels = labels_path(out)
+    runs.atomic_write(labels, "".join(name + "\n" for name in run.class_names))
+    return Export(out, labels, format, _size(out))
+
+
+def default_out(run: runs.Run, format: str) -> str:
+    """`RUN_DIR/export/<name>`, the default place for an export of `format`."""
+    folder = run.path if os.path.isdir(run.path) else os.path.dirname(run.path)
+    return os.path.join(folder, EXPORT_FOLDER, FORMATS[format])
+
+
+def labels_path(out) -> str:
+    """The labels file beside an export: `model.tflite` -> `model.labels.txt`."""
+    out = os.fspath(out).rstrip("/\\")
+    stem, extension = os.path.splitext(out)
+    return (stem if extension in (".tflite", ".keras") else out) + LABELS_SUFFIX
+
+
+def _check_out(out: str, format: str) -> None:
+    extension = {"savedmodel": "", "keras": ".keras"}.get(format, ".tflite")
+    if extension and not out.endswith(extension):
+        raise ValueError(
+            f"A {format} export is a {extension} file, so the output path must end with "
+            f"{extension!r}. Pass e.g. --out model{extension}. Received: out={out!r}"
+        )
+    if format == "savedmodel" and os.path.isfile(out):
+        raise ValueError(
+            f"A SavedModel is a folder, but {out!r} is a file. Pass a folder path. "
+            f"Received: out={out!r}"
+        )
+    is_saved_model = os.path.isfile(os.path.join(out, "saved_model.pb"))
+    if os.path.isdir(out) and os.listdir(out) and not is_saved_model:
+        raise ValueError(
+            f"{out!r} is a folder that already holds other files, so tlkeras will not replace "
+            f"it. Pass a new path, or an earlier SavedModel export to overwrite. "
+            f"Received: out={out!r}"
+        )
+
+
+def _check_class_names(class_names) -> None:
+    for name in class_names:
+        if not name or "\n" in name or "\r" in name:
+            raise ValueError(
+                "Class names must be non-empty and on one line to be written to a labels file. "
+                f"Rename that class folder. Received: class_name={name!r}"
+            )
+
+
+def _metadata(run: runs.Run, format: str) -> dict:
+    from tlkeras import __version__
+
+    height, width = run.image_size
+    return {
+        "class_names": list(run.class_names),
+        "backbone": run.config.get("backbone") or run.model.name.removeprefix("tlkeras_"),
+        "image_size": [height, width],
+        "input": f"RGB pixels in [0, 255], shape (batch, {height}, {width}, 3)",
+        "output": "class probabilities, shape (batch, num_classes); column i is class_names[i]",
+        "format": format,
+        "tlkeras_version": __version__,
+    }
+
+
+def _write_saved_model(model, out: str, metadata: dict) -> None:
+    """Exports with Keras' `model.export` to a temporary folder, then swaps it into place."""
+    parent = os.path.dirname(os.path.abspath(out))
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        saved_model = os.path.join(tmp, "saved_model")
+        model.export(saved_model, format="tf_saved_model", verbose=False)
+        extra = os.path.join(saved_model, SAVED_MODEL_EXTRA)
+        os.makedirs(extra, exist_ok=True)
+        labels = "".join(name + "\n" for name in metadata["class_names"])
+        runs.atomic_write(os.path.join(extra, "labels.txt"), labels)
+        runs.atomic_write(
+            os.path.join(extra, METADATA_NAME + ".json"), json.dumps(metadata, indent=2) + "\n"
+        )
+        if os.path.isdir(out):
+            shutil.rmtree(out)  # An earlier SavedModel export (checked by _check_out).
+        os.replace(saved_model, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sample_images(
+    run: runs.Run, *, split: str = "train", data_dir=None, num_images: int = 100
+) -> np.ndarray:
+    """Picks images of one split of the run's data folder, seeded and split as in training.
+
+    Full-integer quantisation calibrates on training images; `check_export` compares on
+    validation images.
+
+    Args:
+        run: The trained run; its config names the data folder, split and seed.
+        split: `"train"` or `"val"` (or `"test"` when the folder has one). Defaults to
+            `"train"`.
+        data_dir: Another data folder with the same classes. Defaults to the run's
+            `data_dir`.
+        num_images: How many images (fewer if the split is smaller). Defaults to 100.
+
+    Returns:
+        uint8 RGB images `(num_images, height, width, 3)`, resized to the model's input.
+
+    Raises:
+        ValueError: If the data folder cannot be found or `num_images` is not positive.
+    """
+    if not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(
+            f"The number of images must be a positive int. Received: num_images={num_images!r}"
+        )
+    data_dir = data_dir if data_dir is not None else run.config.get("data_dir")
+    if data_dir is None or not os.path.isdir(data_dir):
+        raise ValueError(
+            f"Calibrating (tflite-int8) or checking an export needs the training data, but the "
+            f"data folder {data_dir!r} is not there (a relative path is relative to where you "
+            f"trained). Pass --data-dir with a folder of class folders like the training data. "
+            f"Received: data_dir={data_dir!r}"
+        )
+    seed = run.config.get("seed", 0)
+    folder = scan_folder(
+        data_dir, validation_split=run.config.get("validation_split", 0.2), seed=seed
+    )
+    if split not in folder.splits:
+        raise ValueError(
+            f"{data_dir!r} has no {split!r} split; it has {sorted(folder.splits)}. "
+            f"Received: split={split!r}"
+        )
+    paths = folder.splits[split].paths
+    picked = np.random.default_rng(seed).permutation(len(paths))[:num_images]
+    return load_images([paths[i] for i in sorted(picked)], run.image_size)
+
+
+def check_export(run: runs.Run, result: Export, images) -> dict:
+    """Runs an export in the program that consumes it and compares it with the Keras model.
+
+    TFLite files run in the TFLite interpreter, a SavedModel in `tf.saved_model.load`, a
+    `.keras` file in Keras after reloading.
+
+    Args:
+        run: The run that was exported.
+        result: What `export_model` returned.
+        images: RGB images in [0, 255], `(num_images, height, width, 3)`.
+
+    Returns:
+        `{"num_images", "max_abs_difference", "top1_agreement"}`: the largest difference
+        between the two sets of probabilities, and the share of images whose most probable
+        class is the same.
+
+    Example:
+        >>> check_export(run, result, sample_images(run, split="val"))["top1_agreement"]
+        0.99
+    """
+    images = np.asarray(images)
+    expected = run.model.predict(images.astype("float32"), batch_size=64, verbose=0)
+    actual = exported_probabilities(result, images)
+    return {
+        "num_images": len(images),
+        "max_abs_difference": float(np.abs(actual - expected).max()),
+        "top1_agreement": float(np.mean(actual.argmax(1) == expected.argmax(1))),
+    }
+
+
+def exported_probabilities(result: Export, images) -> np.ndarray:
+    """Class probabilities of an export, computed by its own runtime (see `check_export`)."""
+    images = np.asarray(images)
+    if result.format in TFLITE_QUANTIZATION:
+        return predict_tflite(result.path, images)
+    if result.format == "savedmodel":
+        loaded = tf.saved_model.load(result.path)  # Keep it: `serve` needs its variables.
+        batches = [images[i : i + 64] for i in range(0, len(images), 64)]
+        return np.concatenate([loaded.serve(tf.constant(b, tf.float32)).numpy() for b in batches])
+    model = runs.load_run(result.path).model
+    return model.predict(images.astype("float32"), batch_size=64, verbose=0)
+
+
+def convert_to_tflite(model, *, quantization: str = "none", calibration_images=None) -> bytes:
+    """Converts a Keras model to a TFLite flatbuffer with Keras' `model.export`.
+
+    Args:
+        model: A Keras model (TensorFlow backend).
+        quantization: `"none"` (float32), `"dynamic"` (int8 weights) or `"int8"` (int8
+            weights and activations, uint8 input, float32 output). Defaults to `"none"`.
+        calibration_images: For `"int8"`, images in [0, 255] whose activations set the
+            quantisation ranges.
+
+    Returns:
+        The `.tflite` file's bytes.
+    """
+    if quantization not in TFLITE_QUANTIZATION.values():
+        raise ValueError(
+            f"Unknown quantization {quantization!r}. Expected one of "
+            f"{tuple(TFLITE_QUANTIZATION.values())}. Received: quantization={quantization!r}"
+        )
+    if quantization == "int8" and calibration_images is None:
+        raise ValueError(
+            "Full-integer quantisation needs calibration_images: a few hundred training "
+            "images in [0, 255]. Received: calibration_images=None"
+        )
+    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]  # No TensorFlow ops: the phone runtime suffices.
+    options = {"target_spec": {"supported_ops": builtins}}
+    if quantization in ("dynamic", "int8"):
+        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    if quantization == "int8":
+        images = np.asarray(calibration_images, dtype="float32")
+
+        def representative_dataset():
+            for image in images:
+                yield [image[None]]
+
+        options.update(
+            representative_dataset=representative_dataset,
+            target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+            inference_input_type=tf.uint8,
+            inference_output_type=tf.float32,
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.tflite")
+        try:
+            model.export(path, format="litert", verbose=False, **options)
+        except Exception as error:  # The converter raises its own ConverterError.
+            raise RuntimeError(
+                f"TFLite could not convert {model.name} with quantization={quantization!r}: "
+                f"{' '.join(str(error).split())[:500]}. Try --format tflite-dynamic or tflite. "
+                f"Received: quantization={quantization!r}"
+            ) from None
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def add_tflite_metadata(flatbuffer: bytes, metadata: dict) -> bytes:
+    """Adds a `tlkeras` metadata entry (UTF-8 JSON) to a TFLite flatbuffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    model.metadata = [m for m in model.metadata or [] if m.name != METADATA_NAME.encode()]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def read_tflite_metadata(path) -> dict:
+    """Reads the `tlkeras` metadata (class names, image size...) of an exported `.tflite`.
+
+    Example:
+        >>> read_tflite_metadata("runs/digits/export/model.tflite")["class_names"][:2]
+        ['0', '1']
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        model = schema.Model.GetRootAsModel(f.read(), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() == METADATA_NAME.encode():
+            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    raise ValueError(
+        f"{path!r} has no {METADATA_NAME!r} metadata; it was not exported by tlkeras. Read its "
+        f"labels file instead. Received: path={path!r}"
+    )
+
+
+def tflite_interpreter(path, *, num_threads: int | None = None):
+    """Opens a `.tflite` file with the LiteRT interpreter.
+
+    Uses `ai_edge_litert` (the standalone runtime) when it is installed, else
+    `tf.lite.Interpreter`, which TensorFlow 2.21 still ships but marks deprecated.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        return Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+
+
+def predict_tflite(path, images, *, batch_size: int = 32) -> np.ndarray:
+    """Runs an exported `.tflite` classifier on images, as a phone would.
+
+    Args:
+        path: A `.tflite` file from `export_model`.
+        images: RGB images in [0, 255], shaped `(num_images, height, width, 3)`, uint8 or
+            float.
+        batch_size: Images per call to the interpreter. Defaults to 32.
+
+    Returns:
+        float32 probabilities `(num_images, num_classes)`.
+
+    Example:
+        >>> probabilities = predict_tflite("model_int8.tflite", load_images(paths, (32, 32)))
+    """
+    interpreter = tflite_interpreter(path)
+    (source,) = interpreter.get_input_details()
+    (target,) = interpreter.get_output_details()
+    results = []
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start : start + batch_size], dtype="float32")
+        interpreter.resize_tensor_input(source["index"], batch.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], _quantize(batch, source))
+        interpreter.invoke()
+        output = interpreter.get_tensor(target["index"])
+        scale, zero_point = target["quantization"]
+        if scale:  # A quantised output; tlkeras exports float32, others may not.
+            output = (output.astype("float32") - zero_point) * scale
+        results.append(output.astype("float32"))
+    return np.concatenate(results)
+
+
+def _quantize(batch: np.ndarray, details: dict) -> np.ndarray:
+    dtype = details["dtype"]
+    if not np.issubdtype(dtype, np.integer):
+        return batch.astype(dtype)
+    scale, zero_point = details["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(batch / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def _warn_about_input_scale(path) -> None:
+    (source,) = tflite_interpreter(path).get_input_details()
+    scale, zero_point = source["quantization"]
+    if (scale, zero_point) != (1.0, 0):
+        warnings.warn(
+            f"The calibration images do not span 0-255, so {path} expects uint8 input "
+            f"quantised as round(pixel / {scale:.4f}) + {zero_point} rather than raw pixels; "
+            "tlkeras.export.predict_tflite does this. Calibrate on more images to avoid it.",
+            stacklevel=3,
+        )
+
+
+def _size(path) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(folder, name))
+        for folder, _, names in os.walk(path)
+        for name in names
+    )
