@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import sys
@@ -247,6 +248,8 @@ def _check_config(config: TrainConfig) -> None:
         )
 
 
+#: The errno values of a full disk or an exceeded quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 #: TrainConfig fields that say where and how to start a run, not what it trains.
 RUN_CONTROL_FIELDS = ("out", "resume", "overwrite")
 
@@ -313,6 +316,10 @@ def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
     if isinstance(error, TrainingDivergedError):
         flag = "--lr" if stage == 1 else "--fine-tune-lr"
         step = f"lower {flag} and {step}; best.keras holds the best model so far"
+    elif isinstance(error, OSError):
+        what = f"Could not write the run in {config.out} ({error.strerror or error})."
+        fix = "free some disk space" if error.errno in DISK_FULL else "fix that"
+        return f"{what} {kept}; {fix}, then {step}."
     return f"{error} {kept}; to continue, {step}."
 
 
@@ -391,24 +398,28 @@ def train(config: TrainConfig) -> runs.Run:
         overwrite=config.overwrite,
     )
     checkpoints.restore_model(model, config.out, state)
-    stages = (1, 2) if config.fine_tune_epochs else (1,)
-    with StopOnInterrupt() as interrupt:
-        for stage in stages:
-            if state.is_done(stage):
-                continue
-            try:
-                _run_stage(stage, model, data, state, config, interrupt)
-            except (TrainingInterrupted, TrainingDivergedError) as error:
-                error.args = (_how_to_continue(error, stage=stage, state=state, config=config),)
-                raise
-    resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
-    resolved = json.loads(json.dumps(resolved, default=os.fspath))  # e.g. a Path data_dir
-    run = runs.save_run(
-        config.out,
-        model=model,
-        class_names=data.class_names,
-        config=resolved,
-        history=merge_histories(*state.histories),
-    )
-    checkpoints.finish_run(config.out, state)
+    stage = 1
+    try:
+        with StopOnInterrupt() as interrupt:
+            for stage in (1, 2) if config.fine_tune_epochs else (1,):
+                if not state.is_done(stage):
+                    _run_stage(stage, model, data, state, config, interrupt)
+        resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
+        resolved = json.loads(json.dumps(resolved, default=os.fspath))  # e.g. a Path data_dir
+        run = runs.save_run(
+            config.out,
+            model=model,
+            class_names=data.class_names,
+            config=resolved,
+            history=merge_histories(*state.histories),
+        )
+        checkpoints.finish_run(config.out, state)
+    except (TrainingInterrupted, TrainingDivergedError) as error:
+        error.args = (_how_to_continue(error, stage=stage, state=state, config=config),)
+        raise
+    except OSError as error:  # A full disk, most often: every file written so far is whole.
+        if isinstance(error, checkpoints.CheckpointWriteError):
+            raise
+        message = _how_to_continue(error, stage=stage, state=state, config=config)
+        raise OSError(error.errno, message) from error
     return run
