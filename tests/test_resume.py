@@ -5,6 +5,7 @@ keeps these tests to about a minute on 2 CPU cores.
 """
 
 import dataclasses
+import errno
 import importlib
 import json
 import os
@@ -160,35 +161,46 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(
 def test_nan_loss_keeps_the_last_checkpoint_and_resumes_with_a_lower_rate(
     data_dir, tmp_path, monkeypatch
 ):
-    def epoch_dataset_with_a_nan_in_stage_2(*args, initial_epoch, **kwargs):
-        dataset, steps = tl.data.epoch_dataset(*args, initial_epoch=initial_epoch, **kwargs)
-        if initial_epoch != 1:
-            return dataset, steps
+    def epoch_dataset_with_a_nan_in_epoch_2(*args, **kwargs):
+        dataset, steps = tl.data.epoch_dataset(*args, **kwargs)
 
-        def poison_second_batch(index, batch):  # A NaN sample weight makes the loss NaN.
+        def poison_batch_5(index, batch):  # A NaN sample weight makes the loss NaN.
             images, labels = batch
-            weights = tf.fill(tf.shape(labels), tf.where(index == 1, np.nan, 1.0))
+            weights = tf.fill(tf.shape(labels), tf.where(index == 4, np.nan, 1.0))
             return images, labels, weights
 
-        return dataset.enumerate().map(poison_second_batch), steps
+        return dataset.enumerate().map(poison_batch_5), steps
 
     train_module = importlib.import_module("tlkeras.train")  # tlkeras.train is the function.
-    monkeypatch.setattr(train_module, "epoch_dataset", epoch_dataset_with_a_nan_in_stage_2)
-    config = tl.TrainConfig(
-        data_dir, out=str(tmp_path / "run"), **{**SETTINGS, "epochs": 1, "fine_tune_epochs": 1}
-    )
+    monkeypatch.setattr(train_module, "epoch_dataset", epoch_dataset_with_a_nan_in_epoch_2)
+    settings = {**SETTINGS, "epochs": 2, "fine_tune_epochs": 0, "learning_rate": 0.01}
+    config = tl.TrainConfig(data_dir, out=str(tmp_path / "run"), **settings)
     with pytest.raises(TrainingDivergedError) as error:
         tl.train(config)
     message = str(error.value)
     assert "loss became nan at epoch 2, batch 2 of 3" in message
-    assert "Lower the learning rate (it is 1e-05" in message
-    assert "The checkpoint of epoch 1 is kept" in message and "lower --fine-tune-lr" in message
+    assert "Lower the learning rate (it is 0.01; try a tenth of it)" in message
+    assert "The checkpoint of epoch 1 is kept" in message and "lower --lr and run" in message
     assert checkpoints.load_state(config.out).epoch == 1
     assert tl.load_run(os.path.join(config.out, "best.keras")).class_names == ["cat", "dog"]
 
     monkeypatch.undo()
-    run = tl.train(dataclasses.replace(config, resume=True, fine_tune_learning_rate=1e-6))
-    assert run.history["stage"] == [1, 2] and np.isfinite(run.history["loss"]).all()
+    run = tl.train(dataclasses.replace(config, resume=True, learning_rate=0.001))
+    assert run.history["epoch"] == [1, 2] and np.isfinite(run.history["loss"]).all()
+
+
+def test_a_full_disk_says_which_checkpoint_is_kept(data_dir, tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tl.runs, "save_model", full_disk)  # best.keras, after epoch 1's checkpoint
+    settings = {**SETTINGS, "epochs": 2, "fine_tune_epochs": 0}
+    with pytest.raises(OSError, match="No space left on device") as error:
+        tl.train(tl.TrainConfig(data_dir, out=str(tmp_path / "run"), **settings))
+    assert "The checkpoint of epoch 1 is kept" in str(error.value)
+    assert f"free some disk space, then run the same command with --resume {tmp_path}" in str(
+        error.value
+    )
 
 
 def test_existing_run_folder_is_one_line_exit_2(capsys, data_dir, tmp_path):

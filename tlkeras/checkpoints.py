@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -360,13 +361,17 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.best_weights = best_weights
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, most often); the previous one is intact."""
+
+
 def _write_failed(error: OSError, path, run_dir, state: TrainingState) -> OSError:
-    """The error for a checkpoint that could not be written (a full disk, most often)."""
     last = f"the checkpoint of epoch {state.epoch}" if state.weights else "the run's settings"
-    return OSError(
+    fix = "Free some disk space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "Fix that"
+    return CheckpointWriteError(
         error.errno,
-        f"Could not write {path!r} ({error.strerror or error}); {last} is intact. Free some disk "
-        f"space, then resume the run with --resume {run_dir}",
+        f"Could not write {path!r} ({error.strerror or error}); {last} is intact. {fix}, then "
+        f"resume the run with --resume {run_dir}",
     )
 
 

@@ -61,6 +61,8 @@ RUN_FILES = (
     CONFIG_FILE,
     HISTORY_FILE,
     HISTORY_CSV_FILE,
+    "history.png",  # tlkeras.plots.HISTORY_PLOT_FILE
+    "scan_report.json",  # tlkeras.scan.SCAN_REPORT_FILE
 )
 #: Disk needed per model parameter at the peak of a run, 4 bytes (float32) per copy: best.keras
 #: (1), early stopping's best weights (1), the checkpoint with Adam's two moments (3) and the

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -284,6 +285,8 @@ def _check_config(config: TrainConfig) -> None:
         )
 
 
+#: The errno values of a full disk or an exceeded quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 #: TrainConfig fields that say where and how to start a run, not what it trains.
 RUN_CONTROL_FIELDS = ("out", "resume", "overwrite")
 
@@ -365,6 +368,10 @@ def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
     if isinstance(error, TrainingDivergedError):
         flag = "--lr" if stage == 1 else "--fine-tune-lr"
         step = f"lower {flag} and {step}; best.keras holds the best model so far"
+    elif isinstance(error, OSError):
+        what = f"Could not write the run in {config.out} ({error.strerror or error})."
+        fix = "free some disk space" if error.errno in DISK_FULL else "fix that"
+        return f"{what} {kept}; {fix}, then {step}."
     return f"{error} {kept}; to continue, {step}."
 
 
@@ -474,45 +481,49 @@ def train(config: TrainConfig) -> runs.Run:
     )
     data.report.save(os.path.join(config.out, SCAN_REPORT_FILE))
     checkpoints.restore_model(model, config.out, state)
-    stages = (1, 2) if config.fine_tune_epochs else (1,)
     fit_options = {"augment": augmentation, "class_weight": class_weight}
-    with StopOnInterrupt() as interrupt:
-        for stage in stages:
-            if state.is_done(stage):
-                continue
-            try:
-                _run_stage(
-                    stage,
-                    model,
-                    data,
-                    state,
-                    config,
-                    interrupt,
-                    learning_rate=learning_rates[stage - 1],
-                    **fit_options,
-                )
-            except (TrainingInterrupted, TrainingDivergedError) as error:
-                error.args = (_how_to_continue(error, stage=stage, state=state, config=config),)
-                raise
-    resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
-    resolved["out"] = run_dir
-    resolved["augmentation"] = dataclasses.asdict(augmentation)  # preset + overrides, resolved
-    resolved["distribution"] = {
-        **distribute.describe(strategy),
-        "global_batch_size": config.batch_size * replicas,
-        "learning_rate": learning_rates[0],
-        "fine_tune_learning_rate": learning_rates[1],
-    }
-    resolved = json.loads(json.dumps(resolved, default=os.fspath))  # e.g. a Path data_dir
-    run = runs.save_run(
-        config.out,
-        model=model,
-        class_names=data.class_names,
-        config=resolved,
-        history=merge_histories(*state.histories),
-    )
-    plot_history(run.history, path=os.path.join(config.out, HISTORY_PLOT_FILE))
-    checkpoints.finish_run(config.out, state)
+    stage = 1
+    try:
+        with StopOnInterrupt() as interrupt:
+            for stage in (1, 2) if config.fine_tune_epochs else (1,):
+                if not state.is_done(stage):
+                    _run_stage(
+                        stage,
+                        model,
+                        data,
+                        state,
+                        config,
+                        interrupt,
+                        learning_rate=learning_rates[stage - 1],
+                        **fit_options,
+                    )
+        resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
+        resolved["out"] = run_dir
+        resolved["augmentation"] = dataclasses.asdict(augmentation)  # preset + overrides
+        resolved["distribution"] = {
+            **distribute.describe(strategy),
+            "global_batch_size": config.batch_size * replicas,
+            "learning_rate": learning_rates[0],
+            "fine_tune_learning_rate": learning_rates[1],
+        }
+        resolved = json.loads(json.dumps(resolved, default=os.fspath))  # e.g. a Path data_dir
+        run = runs.save_run(
+            config.out,
+            model=model,
+            class_names=data.class_names,
+            config=resolved,
+            history=merge_histories(*state.histories),
+        )
+        plot_history(run.history, path=os.path.join(config.out, HISTORY_PLOT_FILE))
+        checkpoints.finish_run(config.out, state)
+    except (TrainingInterrupted, TrainingDivergedError) as error:
+        error.args = (_how_to_continue(error, stage=stage, state=state, config=config),)
+        raise
+    except OSError as error:  # A full disk, most often: every file written so far is whole.
+        if isinstance(error, checkpoints.CheckpointWriteError):
+            raise
+        message = _how_to_continue(error, stage=stage, state=state, config=config)
+        raise OSError(error.errno, message) from error
     if not chief:  # Its model is the chief's; only the chief's run folder is kept.
         shutil.rmtree(out)
         run.path = run_dir
