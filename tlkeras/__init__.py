@@ -16,6 +16,15 @@ Or all at once, writing a run folder that `load_run`, `predict` and `evaluate` u
 
     run = tl.train(tl.TrainConfig("data_samples/digits", out="runs/digits", image_size=32))
     tl.predict(tl.load_run("runs/digits"), ["data_samples/predict_examples/digit_3.png"])
+
+Pretrain a backbone on your own source images and transfer from it, or provision ImageNet
+weights for offline machines:
+
+    tl.pretrain(tl.PretrainConfig("source/", out="pretrained/src", backbone="mobilenet_v2",
+                                  image_size=32))
+    model = tl.build_model("mobilenet_v2", num_classes=5, image_size=32,
+                           weights="pretrained/src")
+    tl.download_weights(["vgg16"], weights_dir="/srv/tlkeras-weights")
 """
 
 __version__ = "0.1.0"
@@ -33,25 +42,31 @@ from tlkeras.model import (
     unfreeze_top_blocks,
 )
 from tlkeras.predict import predict
+from tlkeras.pretrain import PretrainConfig, pretrain
 from tlkeras.runs import Run, load_run, save_model
 from tlkeras.train import TrainConfig, fine_tune, train, train_head
+from tlkeras.weights import download_weights, list_weights
 
 __all__ = [
     "BACKBONES",
     "Preprocess",
+    "PretrainConfig",
     "Run",
     "TrainConfig",
     "WeightsUnavailableError",
     "build_model",
     "compile_model",
+    "download_weights",
     "evaluate",
     "fine_tune",
     "freeze_backbone",
     "get_backbone",
+    "list_weights",
     "load_backbone",
     "load_data",
     "load_run",
     "predict",
+    "pretrain",
     "save_model",
     "scan_folder",
     "train",

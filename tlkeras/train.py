@@ -31,6 +31,7 @@ from tlkeras.model import (
     resolve_image_size,
     unfreeze_top_blocks,
 )
+from tlkeras.weights import pretrained_settings
 
 
 def _fit(model, train_data, validation_data, *, epochs, initial_epoch, patience, callbacks):
@@ -166,9 +167,11 @@ class TrainConfig:
     Attributes:
         data_dir: Folder of class folders, or of `train/`, `val/`, `test/` folders.
         out: The run folder to write.
-        backbone: Registry name, e.g. `"vgg16"`.
-        weights: `"imagenet"`, `"none"` or a weights file path.
-        image_size: Square side in pixels; `None` means the backbone's default.
+        backbone: Registry name, e.g. `"vgg16"`; `None` takes the backbone a pretrained
+            `weights` folder was made for (else `"vgg16"`).
+        weights: `"imagenet"`, `"none"`, a folder from `tlkeras pretrain`, or a weights file.
+        image_size: Square side in pixels; `None` means the size a pretrained `weights`
+            folder was made at, else the backbone's default.
         batch_size: Images per batch.
         epochs: Stage 1 epochs (head only).
         fine_tune_epochs: Stage 2 epochs; 0 skips fine-tuning.
@@ -180,6 +183,8 @@ class TrainConfig:
         dropout: Dropout rate in the head.
         patience: Early-stopping patience in epochs; 0 turns early stopping off.
         seed: Seed for the split, shuffling and initialisation.
+        weights_dir: A provisioned folder of ImageNet weights (see `tlkeras.weights`);
+            `None` means `$TLKERAS_WEIGHTS_DIR`, else Keras' cache.
     """
 
     data_dir: str
@@ -198,6 +203,8 @@ class TrainConfig:
     dropout: float = 0.2
     patience: int = 5
     seed: int = 0
+    # Weights provisioning and pretrained backbones (tlkeras.weights, tlkeras.pretrain).
+    weights_dir: str | None = None
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -222,6 +229,16 @@ def _check_config(config: TrainConfig) -> None:
         )
 
 
+def with_pretrained_defaults(config: TrainConfig) -> TrainConfig:
+    """Fills an unset backbone and image size from a pretrained `weights` folder's manifest."""
+    found = pretrained_settings(config.weights)
+    return dataclasses.replace(
+        config,
+        backbone=config.backbone or found.get("backbone") or "vgg16",
+        image_size=config.image_size or found.get("image_size"),
+    )
+
+
 def train(config: TrainConfig) -> runs.Run:
     """Trains a classifier on a data folder and writes a run folder.
 
@@ -241,6 +258,7 @@ def train(config: TrainConfig) -> runs.Run:
         >>> run.class_names[:2]
         ['0', '1']
     """
+    config = with_pretrained_defaults(config)
     _check_config(config)
     keras.utils.set_random_seed(config.seed)
     image_size = resolve_image_size(config.image_size, config.backbone)
@@ -258,6 +276,7 @@ def train(config: TrainConfig) -> runs.Run:
         weights=config.weights,
         dense_units=config.dense_units,
         dropout=config.dropout,
+        weights_dir=config.weights_dir,
     )
     os.makedirs(config.out, exist_ok=True)
     checkpoint = keras.callbacks.ModelCheckpoint(
