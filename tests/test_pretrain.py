@@ -176,3 +176,17 @@ def test_pretrain_mistakes_exit_2(capsys, tmp_path):
     code = main(["pretrain", str(tmp_path), "--epochs", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "epochs must be an int of at least 1" in err and err.count("\n") == 1
+
+
+def test_training_batches_are_whole_so_batchnorm_never_sees_a_tiny_one():
+    from tlkeras.data import make_dataset
+    from tlkeras.pretrain import whole_batches
+
+    images = np.zeros((10, 4, 4, 3), dtype="uint8")
+    labels = np.arange(10)
+    data = whole_batches(make_dataset(images, labels, batch_size=4, shuffle=True), batch_size=4)
+    for _ in range(2):  # Each epoch drops a different remainder of 2.
+        sizes = [len(y) for _, y in data]
+        assert sizes == [4, 4]
+    seen = {int(v) for _ in range(6) for _, y in data for v in y}
+    assert len(seen) > 8, "the dropped images change from epoch to epoch"

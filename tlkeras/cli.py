@@ -373,7 +373,7 @@ def _weights_list(args) -> int:
     from tlkeras.weights import list_weights
 
     files = list_weights(weights_dir=args.weights_dir)
-    print(f"{'backbone':16} {'status':18} {'size':>9}  file")
+    print(f"{'backbone':16} {'status':18} {'size':>9}  path")
     for found in files:
         print(f"{found.backbone:16} {found.status:18} {_megabytes(found.size):>9}  {found.path}")
     return 1 if any(found.status == "bad hash" for found in files) else 0

@@ -155,6 +155,17 @@ def build_pretrain_model(
     return keras.Model(inputs, outputs, name=MODEL_NAME_PREFIX + backbone.name)
 
 
+def whole_batches(dataset, *, batch_size: int):
+    """Re-batches a training dataset so every batch is full, dropping a different remainder
+    each epoch (the dataset reshuffles itself).
+
+    BatchNormalization layers that train normalise by the statistics of each batch, and move
+    their averages towards them; a last batch of 1 or 2 images would give noisy statistics,
+    and, as the last step of the epoch, leave them in the model.
+    """
+    return dataset.unbatch().batch(batch_size, drop_remainder=True).prefetch(2)
+
+
 def fit_whole_model(model, train_data, validation_data=None, *, epochs, learning_rate, patience):
     """Compiles with Adam and trains every layer; keeps the weights of the best `val_loss`.
 
@@ -241,9 +252,12 @@ def pretrain(config: PretrainConfig) -> runs.Run:
         dropout=config.dropout,
         weights_dir=config.weights_dir,
     )
+    train_data = data.dataset("train")
+    if len(data.arrays["train"][1]) >= config.batch_size:
+        train_data = whole_batches(train_data, batch_size=config.batch_size)
     history = fit_whole_model(
         model,
-        data.dataset("train"),
+        train_data,
         data.dataset("val"),
         epochs=config.epochs,
         learning_rate=config.learning_rate,

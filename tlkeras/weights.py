@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import urllib.parse
 from unittest import mock
 
 import h5py
@@ -210,9 +211,11 @@ def download_weights(backbones, *, image_size=None, weights_dir=None) -> list[We
             missing = [f for f in files[index:] if f.status not in ("ok", "no published hash")]
             folder = os.path.dirname(wanted.path)
             names = ", ".join(f"{f.file} (from {f.url})" for f in missing)
+            host = urllib.parse.urlsplit(wanted.url).netloc or wanted.url
+            reason = str(error).split(" -- ", 1)[-1]  # Keras: "URL fetch failure on ... -- why"
             raise WeightsUnavailableError(
-                f"Cannot reach the weights source ({error}). Copy these files by hand from a "
-                f"machine that has them (or has internet) into {folder}: {names}"
+                f"Cannot reach the weights source {host} ({reason}). Copy these files by hand "
+                f"from a machine that has them (or has internet) into {folder}: {names}"
             ) from None
         files[index] = imagenet_file(
             wanted.backbone, image_size=image_size, weights_dir=weights_dir
