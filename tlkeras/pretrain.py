@@ -42,7 +42,13 @@ from tlkeras import runs
 from tlkeras.backbones import get_backbone
 from tlkeras.data import load_data
 from tlkeras.layers import Preprocess
-from tlkeras.model import MODEL_NAME_PREFIX, get_base, load_backbone, resolve_image_size
+from tlkeras.model import (
+    MODEL_NAME_PREFIX,
+    compile_model,
+    get_base,
+    load_backbone,
+    resolve_image_size,
+)
 from tlkeras.train import merge_histories
 from tlkeras.weights import (
     MANIFEST_ATTRIBUTE,
@@ -172,11 +178,7 @@ def fit_whole_model(model, train_data, validation_data=None, *, epochs, learning
     Returns:
         The Keras history dict.
     """
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    compile_model(model, learning_rate=learning_rate)
     callbacks = []
     if validation_data is not None:
         callbacks.append(
