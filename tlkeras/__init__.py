@@ -20,6 +20,14 @@ Or all at once, writing a run folder that `load_run`, `predict` and `evaluate` u
 On several GPUs pass `strategy="auto"` (the default) or `"mirrored"` to `TrainConfig`; on
 several machines `"multiworker"` with `TF_CONFIG` set. To ship, `tl.export_model(run,
 format="tflite-int8")` writes a phone-ready model and its labels file.
+Pretrain a backbone on your own source images and transfer from it, or provision ImageNet
+weights for offline machines:
+
+    tl.pretrain(tl.PretrainConfig("source/", out="pretrained/src", backbone="mobilenet_v2",
+                                  image_size=32))
+    model = tl.build_model("mobilenet_v2", num_classes=5, image_size=32,
+                           weights="pretrained/src")
+    tl.download_weights(["vgg16"], weights_dir="/srv/tlkeras-weights")
 """
 
 __version__ = "0.1.0"
@@ -43,9 +51,11 @@ from tlkeras.model import (
     unfreeze_top_blocks,
 )
 from tlkeras.predict import predict
+from tlkeras.pretrain import PretrainConfig, pretrain
 from tlkeras.runs import Run, load_run, save_model
 from tlkeras.scan import ScanReport, scan_dataset
 from tlkeras.train import TrainConfig, fine_tune, merge_histories, train, train_head
+from tlkeras.weights import download_weights, list_weights
 
 __all__ = [
     "block_summary",
@@ -55,12 +65,14 @@ __all__ = [
     "Augmentation",
     "BACKBONES",
     "Preprocess",
+    "PretrainConfig",
     "Run",
     "ScanReport",
     "TrainConfig",
     "WeightsUnavailableError",
     "build_model",
     "compile_model",
+    "download_weights",
     "evaluate",
     "export_model",
     "fine_tune",
@@ -68,11 +80,13 @@ __all__ = [
     "get_augmentation",
     "get_backbone",
     "get_strategy",
+    "list_weights",
     "load_backbone",
     "load_data",
     "load_run",
     "predict",
     "preview_augmentation",
+    "pretrain",
     "save_model",
     "scan_dataset",
     "scan_folder",

@@ -2,8 +2,9 @@
 
 One `Backbone` entry per model holds its `keras.applications` constructor, its own
 `preprocess_input`, how that preprocessing is rebuilt inside the saved model, its default and
-minimum input size, the ImageNet weights file Keras caches, and its named blocks listed
-bottom to top. Adding a backbone means adding one entry to `BACKBONES`.
+minimum input size, the ImageNet weights file Keras caches (with the address and hash Keras
+downloads and checks it by), and its named blocks listed bottom to top. Adding a backbone
+means adding one entry to `BACKBONES`.
 
 Blocks are what "unfreeze the top N blocks" counts. Each block is given by a *marker*:
 
@@ -31,6 +32,9 @@ import keras
 
 A = keras.applications
 
+#: Where Keras keeps most ImageNet weights files (EfficientNet's are one folder up).
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
 #: How each preprocessing mode maps raw 0-255 RGB pixels; see `tlkeras.layers.Preprocess`.
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
 
@@ -52,6 +56,10 @@ class Backbone:
         weights_file: The file name Keras caches in `~/.keras/models` for the ImageNet
             weights without the classification top.
         blocks: `(block_name, marker)` pairs, bottom to top; see the module docstring.
+        weights_url: The folder address Keras downloads `weights_file` from (copied from the
+            `keras.applications` source).
+        weights_hash: The md5 or sha256 hash Keras checks that file against, or `None` where
+            Keras publishes none (MobileNetV2).
     """
 
     name: str
@@ -62,6 +70,8 @@ class Backbone:
     min_size: int
     weights_file: str
     blocks: tuple[tuple[str, str | int], ...]
+    weights_url: str = ""
+    weights_hash: str | None = None
 
     @property
     def block_names(self) -> tuple[str, ...]:
@@ -74,9 +84,20 @@ class Backbone:
         Only MobileNetV2 has a file per input size (96, 128, 160, 192 or 224; any other size
         uses the 224 file); `weights_file` holds `{rows}` for it.
         """
-        rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
         keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-        return os.path.join(keras_home, "models", self.weights_file.format(rows=rows))
+        return os.path.join(keras_home, "models", self.weights_filename(image_size))
+
+    def weights_filename(self, image_size: int | None = None) -> str:
+        """The ImageNet weights file name for this input size; see `weights_path`."""
+        return self.weights_file.format(rows=_mobilenet_rows(image_size))
+
+    def weights_origin(self, image_size: int | None = None) -> str:
+        """The address Keras downloads the ImageNet weights file from."""
+        return self.weights_url + self.weights_filename(image_size)
+
+
+def _mobilenet_rows(image_size) -> int:
+    return image_size if image_size in (96, 128, 160, 192, 224) else 224
 
 
 def _numbered(prefix: str, first: int, last: int, separator: str = "_"):
@@ -95,6 +116,8 @@ BACKBONES: dict[str, Backbone] = {
             default_size=224,
             min_size=32,
             weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_url=KERAS_WEIGHTS_URL + "vgg16/",
+            weights_hash="6d6bbae143d832006294945121d1f1fc",
             blocks=_numbered("block", 1, 5),
         ),
         Backbone(
@@ -105,6 +128,8 @@ BACKBONES: dict[str, Backbone] = {
             default_size=224,
             min_size=32,
             weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_url=KERAS_WEIGHTS_URL + "resnet/",
+            weights_hash="4d473c1dd8becc155b73f8504c6f6626",
             blocks=(("stem", "conv1_"), *_numbered("conv", 2, 5)),
         ),
         Backbone(
@@ -115,6 +140,8 @@ BACKBONES: dict[str, Backbone] = {
             default_size=299,
             min_size=75,
             weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_url=KERAS_WEIGHTS_URL + "inception_v3/",
+            weights_hash="bcbd6486424b2319ff4ef7d526e38f63",
             # Keras leaves InceptionV3's convolutions unnamed: the stem is the first 14 layers
             # (input to the second max-pooling), and block mixedN starts right after the
             # concatenation named mixed(N-1). tests/test_backbones.py checks every boundary.
@@ -129,6 +156,8 @@ BACKBONES: dict[str, Backbone] = {
             default_size=224,
             min_size=32,
             weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
+            weights_url=KERAS_WEIGHTS_URL + "mobilenet_v2/",
+            weights_hash=None,  # Keras publishes no hash for MobileNetV2.
             # One block per resolution stage; the last holds block_16 and the final 1x1 conv.
             blocks=(
                 ("stem", "Conv1"),
@@ -148,6 +177,8 @@ BACKBONES: dict[str, Backbone] = {
             default_size=224,
             min_size=32,
             weights_file="efficientnetb0_notop.h5",
+            weights_url="https://storage.googleapis.com/keras-applications/",
+            weights_hash="50bc09e76180e00e4465e1a485ddc09d",
             blocks=(("stem", 0),) + _numbered("block", 1, 7, separator="") + (("top", "top_"),),
         ),
         Backbone(
@@ -158,6 +189,8 @@ BACKBONES: dict[str, Backbone] = {
             default_size=299,
             min_size=71,
             weights_file="xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_url=KERAS_WEIGHTS_URL + "xception/",
+            weights_hash="b0042744bf5b25fce3cb969f33bebb97",
             blocks=_numbered("block", 1, 14),
         ),
         Backbone(
@@ -168,6 +201,8 @@ BACKBONES: dict[str, Backbone] = {
             default_size=224,
             min_size=32,
             weights_file="densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_url=KERAS_WEIGHTS_URL + "densenet/",
+            weights_hash="30ee3e1110167f948a6b9946edeeb738",
             # Each dense block carries the transition layers (poolN_*) that follow it.
             blocks=(("stem", 0),) + _numbered("conv", 2, 5),
         ),
@@ -179,6 +214,8 @@ BACKBONES: dict[str, Backbone] = {
             default_size=224,
             min_size=32,
             weights_file="convnext_tiny_notop.h5",
+            weights_url=KERAS_WEIGHTS_URL + "convnext/",
+            weights_hash="d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
             # Stage N>0 starts with the downsampling layer that leads into it.
             blocks=(
                 ("stem", 0),

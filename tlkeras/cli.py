@@ -1,4 +1,4 @@
-"""The command line: `python -m tlkeras train|predict|evaluate|backbones ...`.
+"""The command line: `python -m tlkeras COMMAND ...`; `python -m tlkeras --help` lists them.
 
 This module only parses arguments and calls the library. A mistake in what the user typed
 is reported as one line on stderr with exit status 2; other failures (no ImageNet weights
@@ -51,17 +51,23 @@ def _add_train(commands) -> None:
     )
     model = p.add_argument_group("model")
     model.add_argument(
-        "--backbone", default="vgg16", choices=sorted(BACKBONES), help="(default: %(default)s)"
+        "--backbone",
+        choices=sorted(BACKBONES),
+        help="(default: vgg16, or the backbone a PRETRAIN_DIR was made for)",
     )
     model.add_argument(
         "--weights",
         default="imagenet",
-        metavar="imagenet|none|PATH",
+        metavar="imagenet|none|PRETRAIN_DIR|PATH",
         help="pretrained ImageNet weights (downloaded once by Keras), none for random "
-        "initialisation (offline), or a weights file (default: %(default)s)",
+        "initialisation (offline), a folder from `tlkeras pretrain`, or a weights file "
+        "(default: %(default)s)",
     )
+    _add_weights_dir(model)
     model.add_argument(
-        "--image-size", type=int, help="square input size in pixels (default: the backbone's)"
+        "--image-size",
+        type=int,
+        help="square input size in pixels (default: a PRETRAIN_DIR's, else the backbone's)",
     )
     model.add_argument(
         "--dense-units",
@@ -200,6 +206,7 @@ def _train(args) -> int:
         deterministic=args.deterministic,
         strategy=args.strategy,
         learning_rate_scaling=args.lr_scaling,
+        weights_dir=args.weights_dir,
     )
     run = train(config)
     best = max(run.history.get("val_accuracy") or [float("nan")])
@@ -725,6 +732,168 @@ def _plot_history(args) -> int:
     return 0
 
 
+def _add_weights_dir(group, *names) -> None:
+    group.add_argument(
+        *names,
+        "--weights-dir",
+        metavar="DIR",
+        dest="weights_dir",
+        help="a provisioned folder of ImageNet weights files, e.g. a read-only copy shared by "
+        "a lab (default: $TLKERAS_WEIGHTS_DIR, else Keras' cache ~/.keras/models)",
+    )
+
+
+def _add_pretrain(commands) -> None:
+    from tlkeras.backbones import BACKBONES
+
+    p = commands.add_parser(
+        "pretrain",
+        help="pretrain a whole backbone on your own source images",
+        description="Train the whole backbone (from scratch, or from --weights) on a large "
+        "labelled SOURCE_DIR of your own, and save its weights with a manifest. Transfer from "
+        "it later with: train DATA_DIR --weights PRETRAIN_DIR.",
+    )
+    p.add_argument("data_dir", metavar="SOURCE_DIR", help="folder of class folders")
+    p.add_argument(
+        "--out",
+        default="runs/pretrained",
+        metavar="PRETRAIN_DIR",
+        help="folder to write (default: %(default)s)",
+    )
+    model = p.add_argument_group("model")
+    model.add_argument(
+        "--backbone", default="vgg16", choices=sorted(BACKBONES), help="(default: %(default)s)"
+    )
+    model.add_argument(
+        "--weights",
+        default="none",
+        metavar="none|imagenet|PRETRAIN_DIR|PATH",
+        help="where the backbone starts (default: %(default)s, random initialisation)",
+    )
+    _add_weights_dir(model)
+    model.add_argument(
+        "--image-size", type=int, help="square input size in pixels (default: the backbone's)"
+    )
+    model.add_argument("--dropout", type=float, default=0.2, help="(default: %(default)s)")
+    data = p.add_argument_group("data")
+    data.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+    data.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.2,
+        help="fraction held out when there is no val/ folder (default: %(default)s)",
+    )
+    data.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    fit = p.add_argument_group("training")
+    fit.add_argument("--epochs", type=int, default=30, help="(default: %(default)s)")
+    fit.add_argument(
+        "--lr",
+        type=float,
+        default=1e-3,
+        help="learning rate; about 1e-4 when starting from weights (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="early-stopping patience, 0 for off (default: %(default)s)",
+    )
+    p.set_defaults(handler=_pretrain)
+
+
+def _pretrain(args) -> int:
+    from tlkeras.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(
+        data_dir=args.data_dir,
+        out=args.out,
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        validation_split=args.validation_split,
+        dropout=args.dropout,
+        patience=args.patience,
+        seed=args.seed,
+        weights_dir=args.weights_dir,
+    )
+    run = pretrain(config)
+    best = max(run.history.get("val_accuracy") or [float("nan")])
+    print(
+        f"Saved the pretrained {run.config['backbone']} to {run.path} (best val_accuracy "
+        f"{best:.3f}). Transfer from it with: python -m tlkeras train DATA_DIR --weights "
+        f"{run.path}"
+    )
+    return 0
+
+
+def _add_weights(commands) -> None:
+    p = commands.add_parser(
+        "weights",
+        help="download and check ImageNet weights for offline machines",
+        description="Provision ImageNet weights once, then run offline: download them into "
+        "Keras' cache or a shared folder (--dir), and list what is there with its hash check. "
+        "Point every command at that folder with TLKERAS_WEIGHTS_DIR or --weights-dir.",
+    )
+    actions = p.add_subparsers(title="actions", metavar="ACTION", required=True)
+    actions._parser_class = _Parser
+    download = actions.add_parser(
+        "download",
+        help="download the ImageNet weights of some backbones, checking Keras' hashes",
+        description="Download each backbone's ImageNet weights (without the top) with Keras, "
+        "showing progress and checking each file against Keras' published hash.",
+    )
+    download.add_argument(
+        "--backbone",
+        required=True,
+        action="append",
+        metavar="NAME[,NAME...]",
+        help="backbones to fetch, comma-separated or repeated, or 'all'",
+    )
+    _add_weights_dir(download, "--dir")
+    download.add_argument(
+        "--image-size",
+        type=int,
+        help="input size MobileNetV2's file is chosen by: 96, 128, 160, 192 or 224 (default: 224)",
+    )
+    download.set_defaults(handler=_weights_download)
+    listing = actions.add_parser(
+        "list",
+        help="list the ImageNet weights files present and check their hashes",
+        description="List each backbone's ImageNet weights file: size and whether it matches "
+        "Keras' published hash. Exit status 1 if a file is corrupt.",
+    )
+    _add_weights_dir(listing, "--dir")
+    listing.set_defaults(handler=_weights_list)
+
+
+def _weights_download(args) -> int:
+    from tlkeras.backbones import BACKBONES
+    from tlkeras.weights import download_weights
+
+    names = [name.strip() for value in args.backbone for name in value.split(",") if name.strip()]
+    names = list(BACKBONES) if names == ["all"] else names
+    for found in download_weights(names, image_size=args.image_size, weights_dir=args.weights_dir):
+        print(f"{found.backbone:16} {found.status:18} {_megabytes(found.size):>9}  {found.path}")
+    return 0
+
+
+def _weights_list(args) -> int:
+    from tlkeras.weights import list_weights
+
+    files = list_weights(weights_dir=args.weights_dir)
+    print(f"{'backbone':16} {'status':18} {'size':>9}  path")
+    for found in files:
+        print(f"{found.backbone:16} {found.status:18} {_megabytes(found.size):>9}  {found.path}")
+    return 1 if any(found.status == "bad hash" for found in files) else 0
+
+
+def _megabytes(size) -> str:
+    return "-" if size is None else f"{size / 1e6:.1f} MB"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `tlkeras` argument parser with one subcommand per task."""
     parser = _Parser(
@@ -748,6 +917,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_compare,
         _add_plot_history,
         _add_export,
+        _add_pretrain,
+        _add_weights,
     ):
         add(commands)
     return parser

@@ -23,12 +23,17 @@ import keras
 
 from tlkeras.backbones import Backbone, get_backbone, layer_blocks
 from tlkeras.layers import Preprocess
+from tlkeras.weights import (
+    WEIGHT_COUNTS,
+    WeightsUnavailableError,
+    built_as,
+    describe_weights_file,
+    keras_loads_weights_from,
+    provisioned_imagenet_file,
+    resolve_weights_file,
+)
 
 MODEL_NAME_PREFIX = "tlkeras_"
-
-
-class WeightsUnavailableError(RuntimeError):
-    """The ImageNet weights file is not in Keras' cache and could not be downloaded."""
 
 
 def resolve_image_size(image_size, backbone: str | Backbone) -> tuple[int, int]:
@@ -67,23 +72,30 @@ def resolve_image_size(image_size, backbone: str | Backbone) -> tuple[int, int]:
     return size
 
 
-def load_backbone(backbone: str | Backbone, *, image_size=None, weights="imagenet"):
+def load_backbone(
+    backbone: str | Backbone, *, image_size=None, weights="imagenet", weights_dir=None
+):
     """Builds a backbone without its classification top and loads its weights.
 
     Args:
         backbone: The registry name or entry, e.g. `"resnet50"`.
         image_size: An int or `(height, width)`; defaults to the backbone's default size.
         weights: `"imagenet"` (Keras downloads the file once into `~/.keras/models` and
-            reuses it), `None` or `"none"` for random initialisation, or the path to a
-            weights file saved from the same backbone (`.h5` or `.weights.h5`).
+            reuses it), `None` or `"none"` for random initialisation, a folder written by
+            `tlkeras pretrain`, or the path to a weights file saved from the same backbone
+            (`.h5` or `.weights.h5`).
+        weights_dir: A provisioned folder of ImageNet weights files (see `tlkeras.weights`)
+            that `"imagenet"` loads from, never downloading. Defaults to
+            `$TLKERAS_WEIGHTS_DIR`, else Keras' cache and download.
 
     Returns:
         The backbone as a `keras.Model`.
 
     Raises:
-        WeightsUnavailableError: If the ImageNet weights are not cached and cannot be
-            downloaded, for example offline.
-        ValueError: If a weights path does not exist or does not fit the backbone.
+        WeightsUnavailableError: If the ImageNet weights are not cached (or provisioned) and
+            cannot be downloaded, for example offline.
+        ValueError: If a weights path does not exist, is corrupt, or was made for another
+            backbone or with other shapes; the message names what it was made for.
 
     Example:
         >>> base = load_backbone("mobilenet_v2", image_size=96, weights=None)
@@ -99,6 +111,12 @@ def load_backbone(backbone: str | Backbone, *, image_size=None, weights="imagene
     if weights is None or str(weights).lower() == "none":
         return build(None)
     if str(weights).lower() == "imagenet":
+        provisioned = provisioned_imagenet_file(
+            backbone, image_size=height, weights_dir=weights_dir
+        )
+        if provisioned:
+            with keras_loads_weights_from(provisioned):
+                return build("imagenet")
         weights_path = backbone.weights_path(height)
         cached = os.path.exists(weights_path)
         try:
@@ -109,31 +127,36 @@ def load_backbone(backbone: str | Backbone, *, image_size=None, weights="imagene
             folder, file = os.path.split(weights_path)
             raise WeightsUnavailableError(
                 f"Could not download the ImageNet weights for {backbone.name} ({error}); "
-                f"Keras looks for {file} in {folder}, so copy that file there, pass "
-                "--weights PATH to a local weights file, or use --weights none to train from "
-                "random initialisation. Received: weights='imagenet'"
+                f"Keras looks for {file} in {folder}, so copy that file there, point "
+                "--weights-dir (or TLKERAS_WEIGHTS_DIR) at a folder provisioned with `python -m "
+                "tlkeras weights download`, pass --weights PATH to a local weights file, or use "
+                "--weights none to train from random initialisation. Received: weights='imagenet'"
             ) from None
-    return _load_weights_file(build(None), backbone, weights)
+    return _load_weights_file(build, backbone, weights)
 
 
-def _load_weights_file(base: keras.Model, backbone: Backbone, path) -> keras.Model:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"The weights file {path!r} does not exist. Expected 'imagenet', 'none', or the path "
-            f"to a weights file for {backbone.name}. Received: weights={path!r}"
-        )
+def _load_weights_file(build, backbone: Backbone, weights) -> keras.Model:
+    path, manifest = resolve_weights_file(weights, backbone)
     try:
+        if built_as(path, manifest, backbone) == "imagenet":
+            # Keras' ImageNet file, or pretrained from it: build the model Keras builds for it.
+            with keras_loads_weights_from(path):
+                return build("imagenet")
+        base = build(None)
         with warnings.catch_warnings():
             # Keras only warns when parts of a file do not match the model; refuse instead.
             warnings.simplefilter("error")
             base.load_weights(path)
+        return base
     except Exception as error:
+        arrays, values = WEIGHT_COUNTS.get(backbone.name, (0, 0))
         raise ValueError(
-            f"Could not load {path!r} into the {backbone.name} backbone ({error}). Expected a "
-            f"weights file saved from {backbone.name} without its top. Received: weights={path!r}"
+            f"Could not load {os.fspath(weights)!r} into the {backbone.name} backbone: the file "
+            f"holds {describe_weights_file(path)}, but {backbone.name} without its top has "
+            f"{arrays} weight arrays ({values:,} values) ({error}). Expected weights saved from "
+            f"{backbone.name} without its top, or a folder from `tlkeras pretrain --backbone "
+            f"{backbone.name}`. Received: weights={os.fspath(weights)!r}"
         ) from None
-    return base
 
 
 def build_model(
@@ -145,6 +168,7 @@ def build_model(
     dense_units: int = 1024,
     dropout: float = 0.2,
     freeze_batchnorm: bool = True,
+    weights_dir=None,
 ) -> keras.Model:
     """Builds a frozen backbone with a new classification head.
 
@@ -152,13 +176,15 @@ def build_model(
         backbone: The registry name, e.g. `"vgg16"`, `"resnet50"`, `"inceptionv3"`.
         num_classes: The number of classes, at least 2.
         image_size: An int or `(height, width)`; defaults to the backbone's default size.
-        weights: `"imagenet"`, `None`/`"none"`, or a weights file path; see `load_backbone`.
+        weights: `"imagenet"`, `None`/`"none"`, a folder from `tlkeras pretrain`, or a
+            weights file path; see `load_backbone`.
         dense_units: Units of the hidden Dense(relu) layer; 0 leaves it out. Defaults to 1024.
         dropout: The dropout rate before and after the hidden layer. Defaults to 0.2.
         freeze_batchnorm: Call the backbone with `training=False`, so its BatchNorm layers
             always run in inference mode. Defaults to True. False reproduces the classic
             fine-tuning mistake (BatchNorm re-estimates its statistics from small training
             batches); it exists for teaching, to compare the two.
+        weights_dir: The provisioned folder `"imagenet"` loads from; see `load_backbone`.
 
     Returns:
         An uncompiled `keras.Model` taking float RGB pixels in [0, 255], shaped
@@ -178,7 +204,9 @@ def build_model(
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
     height, width = resolve_image_size(image_size, backbone)
-    base = load_backbone(backbone, image_size=(height, width), weights=weights)
+    base = load_backbone(
+        backbone, image_size=(height, width), weights=weights, weights_dir=weights_dir
+    )
     base.trainable = False
 
     inputs = keras.Input(shape=(height, width, 3), name="image")

@@ -41,6 +41,7 @@ from tlkeras.model import (
 )
 from tlkeras.plots import HISTORY_PLOT_FILE, plot_history
 from tlkeras.scan import SCAN_REPORT_FILE
+from tlkeras.weights import pretrained_settings
 
 
 def _fit(
@@ -197,9 +198,11 @@ class TrainConfig:
     Attributes:
         data_dir: Folder of class folders, or of `train/`, `val/`, `test/` folders.
         out: The run folder to write.
-        backbone: Registry name, e.g. `"vgg16"`.
-        weights: `"imagenet"`, `"none"` or a weights file path.
-        image_size: Square side in pixels; `None` means the backbone's default.
+        backbone: Registry name, e.g. `"vgg16"`; `None` takes the backbone a pretrained
+            `weights` folder was made for (else `"vgg16"`).
+        weights: `"imagenet"`, `"none"`, a folder from `tlkeras pretrain`, or a weights file.
+        image_size: Square side in pixels; `None` means the size a pretrained `weights`
+            folder was made at, else the backbone's default.
         batch_size: Images per batch.
         epochs: Stage 1 epochs (head only).
         fine_tune_epochs: Stage 2 epochs; 0 skips fine-tuning.
@@ -227,6 +230,8 @@ class TrainConfig:
             `tlkeras.distribute`. `batch_size` is then per replica.
         learning_rate_scaling: How both learning rates grow with the number of replicas:
             `"sqrt"`, `"linear"` or `"none"`; see `tlkeras.distribute`.
+        weights_dir: A provisioned folder of ImageNet weights (see `tlkeras.weights`);
+            `None` means `$TLKERAS_WEIGHTS_DIR`, else Keras' cache.
     """
 
     data_dir: str
@@ -261,6 +266,8 @@ class TrainConfig:
     # Distribution (tlkeras.distribute): batch_size is per replica; learning rates scale.
     strategy: str = "auto"
     learning_rate_scaling: str = "sqrt"
+    # Weights provisioning and pretrained backbones (tlkeras.weights, tlkeras.pretrain).
+    weights_dir: str | None = None
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -376,6 +383,16 @@ def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
 
 
 @forget_traced_gradients()  # Frees what TensorFlow keeps of each run (see tlkeras.memory).
+def with_pretrained_defaults(config: TrainConfig) -> TrainConfig:
+    """Fills an unset backbone and image size from a pretrained `weights` folder's manifest."""
+    found = pretrained_settings(config.weights)
+    return dataclasses.replace(
+        config,
+        backbone=config.backbone or found.get("backbone") or "vgg16",
+        image_size=config.image_size or found.get("image_size"),
+    )
+
+
 def train(config: TrainConfig) -> runs.Run:
     """Trains a classifier on a data folder and writes a run folder, checkpointing every epoch.
 
@@ -414,6 +431,7 @@ def train(config: TrainConfig) -> runs.Run:
         >>> run.class_names[:2]
         ['0', '1']
     """
+    config = with_pretrained_defaults(config)
     _check_config(config)
     strategy = distribute.get_strategy(config.strategy)  # First: multi-worker needs a new runtime.
     replicas = strategy.num_replicas_in_sync
@@ -470,6 +488,7 @@ def train(config: TrainConfig) -> runs.Run:
             weights=config.weights,
             dense_units=config.dense_units,
             dropout=config.dropout,
+            weights_dir=config.weights_dir,
         )
     runs.check_free_space(config.out, num_params=model.count_params())
     checkpoints.begin_run(
