@@ -103,7 +103,43 @@ def _add_train(commands) -> None:
         default=5,
         help="early-stopping patience, 0 for off (default: %(default)s)",
     )
+    _add_speed_options(p)
     p.set_defaults(handler=_train)
+
+
+def _add_speed_options(p) -> None:
+    from tlkeras.precision import PRECISIONS
+    from tlkeras.train import CACHE_MODES
+
+    speed = p.add_argument_group("speed (see the README's Performance section)")
+    speed.add_argument(
+        "--precision",
+        default="float32",
+        choices=PRECISIONS,
+        help="mixed_bfloat16 for CPUs with AVX512_BF16/AMX and TPUs, mixed_float16 for GPUs; "
+        "the last layer stays float32 (default: %(default)s)",
+    )
+    speed.add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        default="auto",
+        help="XLA-compile the model (default: Keras' auto, on with a GPU, off on a CPU)",
+    )
+    speed.add_argument(
+        "--cache",
+        default="auto",
+        choices=CACHE_MODES,
+        help="run the frozen layers once and keep their output in memory or on disk (auto "
+        "decides from its size); off runs the whole backbone every epoch (default: %(default)s)",
+    )
+    speed.add_argument(
+        "--augment-passes",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with augmentation on: 0 trains end to end, K caches K augmented passes "
+        "(default: %(default)s)",
+    )
 
 
 def _train(args) -> int:
@@ -126,6 +162,10 @@ def _train(args) -> int:
         dropout=args.dropout,
         patience=args.patience,
         seed=args.seed,
+        precision=args.precision,
+        jit_compile=args.jit_compile,
+        cache=args.cache,
+        augment_passes=args.augment_passes,
     )
     run = train(config)
     best = max(run.history.get("val_accuracy") or [float("nan")])

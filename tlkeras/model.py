@@ -253,10 +253,11 @@ def unfreeze_top_blocks(model: keras.Model, num_blocks: int) -> list[str]:
     return [name for name in names if name in top]
 
 
-def compile_model(model: keras.Model, *, learning_rate: float) -> None:
+def compile_model(model: keras.Model, *, learning_rate: float, jit_compile="auto") -> None:
     """Compiles with Adam, sparse categorical cross-entropy and accuracy.
 
     Call it after every change to `trainable`; Keras only picks the change up on compile.
+    `jit_compile` (True, False, or "auto": XLA with a GPU, none on a CPU) goes to Keras.
     """
     if not learning_rate > 0:
         raise ValueError(
@@ -266,4 +267,5 @@ def compile_model(model: keras.Model, *, learning_rate: float) -> None:
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 
@@ -24,6 +25,7 @@ import keras
 from tlkeras import runs
 from tlkeras.backbones import get_backbone
 from tlkeras.data import load_data
+from tlkeras.features import STORAGES, fine_tune_cached, train_head_cached
 from tlkeras.model import (
     build_model,
     compile_model,
@@ -31,6 +33,7 @@ from tlkeras.model import (
     resolve_image_size,
     unfreeze_top_blocks,
 )
+from tlkeras.precision import check_precision, precision_scope
 
 
 def _fit(model, train_data, validation_data, *, epochs, initial_epoch, patience, callbacks):
@@ -62,6 +65,7 @@ def train_head(
     learning_rate: float = 1e-3,
     patience: int = 0,
     callbacks=None,
+    jit_compile="auto",
 ) -> dict[str, list[float]]:
     """Stage 1: trains the head with the whole backbone frozen.
 
@@ -74,6 +78,8 @@ def train_head(
         patience: Stop after this many epochs without a better `val_loss` and restore the
             best weights; 0 never stops early. Defaults to 0.
         callbacks: Extra Keras callbacks.
+        jit_compile: XLA-compile the training step: True, False, or "auto" (Keras' default:
+            on with a GPU, off on a CPU). Defaults to "auto".
 
     Returns:
         The Keras history dict, e.g. `{"loss": [...], "val_accuracy": [...]}`.
@@ -82,7 +88,7 @@ def train_head(
         >>> history = train_head(model, data.dataset("train"), data.dataset("val"), epochs=3)
     """
     freeze_backbone(model)
-    compile_model(model, learning_rate=learning_rate)
+    compile_model(model, learning_rate=learning_rate, jit_compile=jit_compile)
     return _fit(
         model,
         train_data,
@@ -105,6 +111,7 @@ def fine_tune(
     initial_epoch: int = 0,
     patience: int = 0,
     callbacks=None,
+    jit_compile="auto",
 ) -> dict[str, list[float]]:
     """Stage 2: unfreezes the top blocks (BatchNorm excepted), recompiles, trains on.
 
@@ -120,6 +127,8 @@ def fine_tune(
         initial_epoch: Where the epoch count continues from (stage 1's epoch count).
         patience: Early-stopping patience on `val_loss`; 0 never stops early.
         callbacks: Extra Keras callbacks.
+        jit_compile: XLA-compile the training step: True, False, or "auto" (Keras' default:
+            on with a GPU, off on a CPU). Defaults to "auto".
 
     Returns:
         The Keras history dict of this stage.
@@ -128,7 +137,7 @@ def fine_tune(
         >>> history = fine_tune(model, train_ds, val_ds, epochs=3, unfreeze=2, initial_epoch=5)
     """
     unfreeze_top_blocks(model, unfreeze)
-    compile_model(model, learning_rate=learning_rate)
+    compile_model(model, learning_rate=learning_rate, jit_compile=jit_compile)
     return _fit(
         model,
         train_data,
@@ -180,6 +189,14 @@ class TrainConfig:
         dropout: Dropout rate in the head.
         patience: Early-stopping patience in epochs; 0 turns early stopping off.
         seed: Seed for the split, shuffling and initialisation.
+        precision: `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`; see
+            `tlkeras.precision`.
+        jit_compile: XLA compilation: True, False or `"auto"` (on with a GPU, off on a CPU).
+        cache: Where the frozen part's features are kept when training on them:
+            `"auto"` (memory or disk, decided from their size), `"memory"`, `"disk"`, or
+            `"off"` to run the whole backbone every epoch; see `tlkeras.features`.
+        augment_passes: With random augmentation on, 0 trains end to end; K caches K
+            augmented passes over the training images.
     """
 
     data_dir: str
@@ -198,6 +215,11 @@ class TrainConfig:
     dropout: float = 0.2
     patience: int = 5
     seed: int = 0
+    # Speed: precision, XLA and cached features (tlkeras/precision.py, tlkeras/features.py).
+    precision: str = "float32"
+    jit_compile: bool | str = "auto"
+    cache: str = "auto"
+    augment_passes: int = 0
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -220,6 +242,38 @@ def _check_config(config: TrainConfig) -> None:
             f"{len(blocks)} blocks, {', '.join(blocks)} (bottom to top). Pass a number from 1 "
             f"to {len(blocks)}. Received: unfreeze={config.unfreeze!r}"
         )
+    _check_speed_options(config)
+
+
+CACHE_MODES = (*STORAGES, "off")
+
+
+def _check_speed_options(config: TrainConfig) -> None:
+    check_precision(config.precision)
+    if config.jit_compile not in (True, False, "auto"):
+        raise ValueError(
+            "jit_compile must be True, False or 'auto' (XLA with a GPU, none on a CPU). "
+            f"Received: jit_compile={config.jit_compile!r}"
+        )
+    if config.cache not in CACHE_MODES:
+        raise ValueError(
+            f"Unknown cache mode {config.cache!r}. Expected one of {CACHE_MODES}: 'off' runs "
+            f"the whole backbone every epoch. Received: cache={config.cache!r}"
+        )
+    if not isinstance(config.augment_passes, int) or config.augment_passes < 0:
+        raise ValueError(
+            "augment_passes must be an int of at least 0 (0 trains end to end when augmenting)."
+            f" Received: augment_passes={config.augment_passes!r}"
+        )
+
+
+def _cache_passes(config: TrainConfig) -> int:
+    """How many passes over the training images to cache; 0 means train end to end."""
+    if config.cache == "off":
+        return 0
+    # Random augmentation (TrainConfig.augment, where present) changes the images each epoch.
+    augmenting = bool(getattr(config, "augment", None))
+    return config.augment_passes if augmenting else 1
 
 
 def train(config: TrainConfig) -> runs.Run:
@@ -228,6 +282,10 @@ def train(config: TrainConfig) -> runs.Run:
     The run folder holds `model.keras` (class names embedded), `class_names.json`,
     `config.json` (the resolved configuration), `history.json`, `history.csv` and
     `best.keras` (the checkpoint with the lowest validation loss).
+
+    Unless `config.cache` is `"off"`, each stage runs the frozen part of the model once and
+    trains the rest on its cached output (`tlkeras.features`); with random augmentation on,
+    the stages train end to end, or on `augment_passes` cached augmented passes.
 
     Args:
         config: A `TrainConfig`.
@@ -251,23 +309,31 @@ def train(config: TrainConfig) -> runs.Run:
         validation_split=config.validation_split,
         seed=config.seed,
     )
-    model = build_model(
-        config.backbone,
-        num_classes=len(data.class_names),
-        image_size=image_size,
-        weights=config.weights,
-        dense_units=config.dense_units,
-        dropout=config.dropout,
-    )
+    with precision_scope(config.precision):
+        model = build_model(
+            config.backbone,
+            num_classes=len(data.class_names),
+            image_size=image_size,
+            weights=config.weights,
+            dense_units=config.dense_units,
+            dropout=config.dropout,
+        )
     os.makedirs(config.out, exist_ok=True)
     checkpoint = keras.callbacks.ModelCheckpoint(
         os.path.join(config.out, runs.CHECKPOINT_FILE), monitor="val_loss", save_best_only=True
     )
     train_ds, val_ds = data.dataset("train"), data.dataset("val")
-    head = train_head(
+    passes = _cache_passes(config)
+    if passes:  # Run the frozen part once; train the rest on its cached output.
+        speed = dict(passes=passes, storage=config.cache, jit_compile=config.jit_compile)
+        stage_1 = functools.partial(train_head_cached, data=data, **speed)
+        stage_2 = functools.partial(fine_tune_cached, data=data, **speed)
+    else:
+        plain = dict(train_data=train_ds, validation_data=val_ds, jit_compile=config.jit_compile)
+        stage_1 = functools.partial(train_head, **plain)
+        stage_2 = functools.partial(fine_tune, **plain)
+    head = stage_1(
         model,
-        train_ds,
-        val_ds,
         epochs=config.epochs,
         learning_rate=config.learning_rate,
         patience=config.patience,
@@ -276,10 +342,8 @@ def train(config: TrainConfig) -> runs.Run:
     stages = [head]
     if config.fine_tune_epochs:
         stages.append(
-            fine_tune(
+            stage_2(
                 model,
-                train_ds,
-                val_ds,
                 epochs=config.fine_tune_epochs,
                 unfreeze=config.unfreeze,
                 learning_rate=config.fine_tune_learning_rate,
