@@ -56,6 +56,12 @@ def _rss_mib() -> float:
         return float("nan")
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process so far, all threads: less disturbed by other processes."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_rss_mib() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
@@ -124,7 +130,7 @@ def run_job(job: dict) -> dict:
     num_train, num_val = len(data.arrays["train"][0]), len(data.arrays["val"][0])
     result = {**job, "num_train": num_train, "num_val": num_val, "rss_before_mib": _rss_mib()}
     epochs, stage = job["epochs"], job["stage"]
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), _cpu_seconds()
     if job["recipe"] == "plain":
         train_ds, val_ds = _plain_datasets(data)
         if stage == 2:
@@ -143,7 +149,7 @@ def run_job(job: dict) -> dict:
         history = train_head_cached(model, data, epochs=epochs, learning_rate=1e-3)
     else:
         history = fine_tune_cached(model, data, epochs=epochs, unfreeze=1, learning_rate=1e-5)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - start_cpu
     peak_rss_mib = _peak_rss_mib()  # Before the forward-pass measurement below.
     if job.get("weights_out"):
         np.savez(job["weights_out"], *model.get_weights())
@@ -152,6 +158,7 @@ def run_job(job: dict) -> dict:
     feature_bytes = np.prod(bottom.output.shape[1:]) * np.dtype(bottom.output.dtype).itemsize
     result.update(
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         images_per_second=epochs * num_train / seconds,
         val_accuracy=history["val_accuracy"][-1],
         peak_rss_mib=peak_rss_mib,
@@ -255,8 +262,10 @@ def report(results: list[dict], args) -> str:
         f"{args.epochs} epochs, seed {args.seed}, weights={args.weights}; "
         f"medians of {args.repeats} run(s).",
         "",
-        _row("stage", "precision", "recipe", "wall s", "train img/s", "peak RSS MiB", "val acc"),
-        _row("---", "---", "---", "---:", "---:", "---:", "---:"),
+        _row(
+            "stage", "precision", "recipe", "wall s", "CPU s", "train img/s", "peak MiB", "val acc"
+        ),
+        _row("---", "---", "---", "---:", "---:", "---:", "---:", "---:"),
     ]
     checks = []  # (description, met)
     for stage in (1, 2):
@@ -271,12 +280,14 @@ def report(results: list[dict], args) -> str:
                         precision,
                         name,
                         f"{m['seconds']:.1f}",
+                        f"{m['cpu_seconds']:.1f}",
                         f"{m['images_per_second']:.1f}",
                         f"{m['peak_rss_mib']:.0f}",
                         f"{m['val_accuracy']:.3f}",
                     )
                 )
             speedup = plain["seconds"] / fast["seconds"]
+            cpu_speedup = plain["cpu_seconds"] / fast["cpu_seconds"]
             gap = abs(plain["val_accuracy"] - fast["val_accuracy"]) * 100
             memory = fast["peak_rss_mib"] - plain["peak_rss_mib"]
             lines.append(
@@ -285,6 +296,7 @@ def report(results: list[dict], args) -> str:
                     precision,
                     "tlkeras vs plain",
                     f"{speedup:.1f}x faster",
+                    f"{cpu_speedup:.1f}x less",
                     "",
                     f"{memory:+.0f} (features {fast['features_mib']:.1f})",
                     f"{gap:.1f} points apart",
@@ -292,8 +304,8 @@ def report(results: list[dict], args) -> str:
             )
             checks.append(
                 (
-                    f"stage {stage}, {precision}: {speedup:.1f}x faster (target 6x for stage 1, "
-                    f"2.5x for stage 2), {gap:.1f} accuracy points apart (target 1)",
+                    f"stage {stage}, {precision}: {speedup:.1f}x faster (target {target:g}x), "
+                    f"{gap:.1f} accuracy points apart (target 1)",
                     speedup >= target and gap <= 1,
                 )
             )
@@ -327,6 +339,11 @@ def report(results: list[dict], args) -> str:
         )
     lines.append("")
     lines += [f"{'met   ' if met else 'MISSED'}  {text}" for text, met in checks]
+    if args.weights == "none":
+        lines.append(
+            "With --weights none the backbone is random and the accuracies stay near chance: "
+            "they show whether both recipes reach the same numbers, not how good either is."
+        )
     return "\n".join(lines)
 
 

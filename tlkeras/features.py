@@ -112,8 +112,8 @@ def split_model(model: keras.Model, num_blocks: int = 0) -> tuple[keras.Model, k
     # Build the parts in the model's precision, so that Keras scales the loss under float16.
     with precision_scope(model.dtype_policy.name):
         if num_blocks == 0:
-            bottom = keras.Model(model.input, pool.output, name="frozen_part")
-            return bottom, keras.Model(pool.output, model.output, name="trained_part")
+            bottom = keras.Model(model.input, pool.output, name="bottom")
+            return bottom, keras.Model(pool.output, model.output, name="top")
         backbone = backbone_of(model)
         names = backbone.block_names
         if not isinstance(num_blocks, int) or not 0 <= num_blocks <= len(names):
@@ -349,12 +349,19 @@ def cache_features(
     )
     verbose = 1 if sys.stdout.isatty() else 2  # A moving bar, or one line in logs.
     progress = keras.utils.Progbar(passes * len(images), verbose=verbose, unit_name="image")
+    # One graph for every batch size (the last batch is smaller): Keras' own predict
+    # function would be traced twice, and a trace of a large backbone takes seconds.
+    forward = tf.function(
+        lambda batch: bottom(batch, training=False),
+        input_signature=[tf.TensorSpec((None, *images.shape[1:]), tf.float32)],
+        jit_compile=bottom.jit_compile,
+    )
     start = time.perf_counter()
     try:
         for index in range(passes):
             done = 0
             for batch, _ in data.dataset(split, shuffle=False):
-                out = bottom.predict_on_batch(batch)
+                out = forward(batch).numpy()
                 features[index, done : done + len(out)] = out
                 done += len(out)
                 progress.add(len(out))
