@@ -210,7 +210,11 @@ def run_worker(job: dict, verbose: bool) -> dict:
 
 
 def plan(args, data_dir: str, scratch: str) -> list[dict]:
-    """The jobs in running order: per repeat and precision, stage 1 then stage 2, ABBA."""
+    """The jobs in running order: per repeat and precision, stage 1 then stage 2, ABBA.
+
+    Stage 2 starts from the weights tlkeras' stage 1 reached (the same for both recipes),
+    or from the initial weights when stage 1 is not run.
+    """
     common = dict(
         data_dir=data_dir,
         image_size=args.image_size,
@@ -224,21 +228,14 @@ def plan(args, data_dir: str, scratch: str) -> list[dict]:
         for precision in args.precisions:
             start_weights = os.path.join(scratch, f"stage1_{precision}.npz")
             order = ("plain", "tlkeras") if repeat % 2 == 0 else ("tlkeras", "plain")
-            for recipe in order:
-                job = {**common, "recipe": recipe, "stage": 1, "precision": precision}
-                if recipe == "tlkeras" and repeat == 0:
-                    job["weights_out"] = start_weights
-                jobs.append(job)
-            for recipe in order:
-                jobs.append(
-                    {
-                        **common,
-                        "recipe": recipe,
-                        "stage": 2,
-                        "precision": precision,
-                        "weights_in": start_weights,
-                    }
-                )
+            for stage in args.stages:
+                for recipe in order:
+                    job = {**common, "recipe": recipe, "stage": stage, "precision": precision}
+                    if stage == 1 and recipe == "tlkeras" and repeat == 0:
+                        job["weights_out"] = start_weights  # Stage 2 starts from these.
+                    if stage == 2 and 1 in args.stages:
+                        job["weights_in"] = start_weights
+                    jobs.append(job)
     return jobs
 
 
@@ -268,7 +265,7 @@ def report(results: list[dict], args) -> str:
         _row("---", "---", "---", "---:", "---:", "---:", "---:", "---:"),
     ]
     checks = []  # (description, met)
-    for stage in (1, 2):
+    for stage in args.stages:
         target = 6.0 if stage == 1 else 2.5
         for precision in args.precisions:
             plain = _median(results, recipe="plain", stage=stage, precision=precision)
@@ -304,9 +301,15 @@ def report(results: list[dict], args) -> str:
             )
             checks.append(
                 (
-                    f"stage {stage}, {precision}: {speedup:.1f}x faster (target {target:g}x), "
-                    f"{gap:.1f} accuracy points apart (target 1)",
-                    speedup >= target and gap <= 1,
+                    f"stage {stage}, {precision}: {speedup:.1f}x faster (CPU time: "
+                    f"{cpu_speedup:.1f}x), target {target:g}x",
+                    speedup >= target,
+                )
+            )
+            checks.append(
+                (
+                    f"stage {stage}, {precision}: {gap:.1f} accuracy points apart, target 1",
+                    gap <= 1,
                 )
             )
             if stage == 1:
@@ -317,6 +320,8 @@ def report(results: list[dict], args) -> str:
                         memory <= fast["features_mib"],
                     )
                 )
+    if 1 not in args.stages:
+        return _finish(lines, checks, args)
     forward = {
         p: _median(results, recipe="tlkeras", stage=1, precision=p)["forward_images_per_second"]
         for p in args.precisions
@@ -332,11 +337,21 @@ def report(results: list[dict], args) -> str:
         gap = abs(accuracy["mixed_bfloat16"] - accuracy["float32"]) * 100
         checks.append(
             (
-                f"mixed_bfloat16 forward pass {ratio:.2f}x float32's (target 1.6x with "
-                f"AVX512_BF16), stage-1 accuracy {gap:.1f} points apart (target 1)",
-                ratio >= 1.6 and gap <= 1,
+                f"mixed_bfloat16 forward pass {ratio:.2f}x float32's, target 1.6x with "
+                "AVX512_BF16",
+                ratio >= 1.6,
             )
         )
+        checks.append(
+            (
+                f"mixed_bfloat16 stage-1 accuracy {gap:.1f} points from float32's, target 1",
+                gap <= 1,
+            )
+        )
+    return _finish(lines, checks, args)
+
+
+def _finish(lines: list[str], checks: list[tuple[str, bool]], args) -> str:
     lines.append("")
     lines += [f"{'met   ' if met else 'MISSED'}  {text}" for text, met in checks]
     if args.weights == "none":
@@ -375,6 +390,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=1, help="(default: %(default)s)")
+    parser.add_argument(
+        "--stages", type=int, nargs="+", default=[1, 2], choices=(1, 2), help="(default: 1 2)"
+    )
     parser.add_argument(
         "--precisions",
         nargs="+",

@@ -223,3 +223,15 @@ def test_speed_settings_are_checked_before_any_work(field, value, message):
     config = TrainConfig("no/such/folder", **{field: value})
     with pytest.raises(ValueError, match=message):
         tl.train(config)
+
+
+def test_cli_speed_options_reach_the_config():
+    from tlkeras.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["train", "data", "--precision", "mixed_bfloat16", "--no-jit-compile", "--cache", "disk"]
+    )
+    assert (args.precision, args.jit_compile, args.cache) == ("mixed_bfloat16", False, "disk")
+    plain = build_parser().parse_args(["train", "data"])
+    assert (plain.precision, plain.jit_compile, plain.cache) == ("float32", "auto", "auto")
+    assert plain.augment_passes == 0
