@@ -12,6 +12,11 @@ optionally fine-tuned with its top blocks unfrozen. The recipe, in a few calls:
     history = tl.fine_tune(model, data.dataset("train"), data.dataset("val"), epochs=3,
                            unfreeze=1, initial_epoch=5)
 
+The same two stages, faster: the frozen layers run once and their output is cached:
+
+    history = tl.train_head_cached(model, data, epochs=5)
+    history = tl.fine_tune_cached(model, data, epochs=3, unfreeze=1, initial_epoch=5)
+
 Or all at once, writing a run folder that `load_run`, `predict` and `evaluate` use:
 
     run = tl.train(tl.TrainConfig("data_samples/digits", out="runs/digits", image_size=32))
@@ -39,6 +44,7 @@ from tlkeras.data import load_data, sample_per_class, scan_folder
 from tlkeras.distribute import get_strategy
 from tlkeras.evaluate import evaluate
 from tlkeras.export import export_model
+from tlkeras.features import cache_features, fine_tune_cached, split_model, train_head_cached
 from tlkeras.layers import Preprocess
 from tlkeras.model import (
     WeightsUnavailableError,
@@ -50,6 +56,7 @@ from tlkeras.model import (
     load_backbone,
     unfreeze_top_blocks,
 )
+from tlkeras.precision import precision_scope
 from tlkeras.predict import predict
 from tlkeras.pretrain import PretrainConfig, pretrain
 from tlkeras.runs import Run, load_run, save_model
@@ -71,11 +78,13 @@ __all__ = [
     "TrainConfig",
     "WeightsUnavailableError",
     "build_model",
+    "cache_features",
     "compile_model",
     "download_weights",
     "evaluate",
     "export_model",
     "fine_tune",
+    "fine_tune_cached",
     "freeze_backbone",
     "get_augmentation",
     "get_backbone",
@@ -84,14 +93,17 @@ __all__ = [
     "load_backbone",
     "load_data",
     "load_run",
+    "precision_scope",
     "predict",
     "preview_augmentation",
     "pretrain",
     "save_model",
     "scan_dataset",
     "scan_folder",
+    "split_model",
     "train",
     "train_head",
+    "train_head_cached",
     "unfreeze_top_blocks",
 ]
 

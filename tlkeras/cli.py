@@ -118,6 +118,7 @@ def _add_train(commands) -> None:
     _add_data_check_arguments(p)
     _add_resume_arguments(p)
     _add_distribution_arguments(p)
+    _add_speed_options(p)
     p.set_defaults(handler=_train)
 
 
@@ -154,6 +155,42 @@ def _run_folder(args) -> str:
             f"another folder. Drop --out or make it the same. Received: out={args.out!r}"
         )
     return args.resume
+
+
+def _add_speed_options(p) -> None:
+    from tlkeras.precision import PRECISIONS
+    from tlkeras.train import CACHE_MODES
+
+    speed = p.add_argument_group("speed (see the README's Performance section)")
+    speed.add_argument(
+        "--precision",
+        default="float32",
+        choices=PRECISIONS,
+        help="mixed_bfloat16 for CPUs with AVX512_BF16/AMX and TPUs, mixed_float16 for GPUs; "
+        "the last layer stays float32 (default: %(default)s)",
+    )
+    speed.add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        default="auto",
+        help="XLA-compile the model (default: Keras' auto, on with a GPU, off on a CPU)",
+    )
+    speed.add_argument(
+        "--cache",
+        default="off",
+        choices=CACHE_MODES,
+        help="auto|memory|disk: run the frozen layers once and train on their cached output, "
+        "many times faster but with no per-epoch checkpoint; off: end to end, checkpointed "
+        "every epoch (default: %(default)s)",
+    )
+    speed.add_argument(
+        "--augment-passes",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with augmentation on: 0 trains end to end, K caches K augmented passes "
+        "(default: %(default)s)",
+    )
 
 
 def _add_distribution_arguments(p) -> None:
@@ -207,6 +244,10 @@ def _train(args) -> int:
         strategy=args.strategy,
         learning_rate_scaling=args.lr_scaling,
         weights_dir=args.weights_dir,
+        precision=args.precision,
+        jit_compile=args.jit_compile,
+        cache=args.cache,
+        augment_passes=args.augment_passes,
     )
     run = train(config)
     best = max(run.history.get("val_accuracy") or [float("nan")])

@@ -30,6 +30,7 @@ from tlkeras import checkpoints, distribute, runs
 from tlkeras.augment import augmentation_layer, get_augmentation
 from tlkeras.backbones import get_backbone
 from tlkeras.data import check_class_weight, epoch_dataset, load_data
+from tlkeras.features import STORAGES, fine_tune_cached, train_head_cached
 from tlkeras.guards import StopOnInterrupt, StopOnNaN, TrainingDivergedError, TrainingInterrupted
 from tlkeras.memory import forget_traced_gradients
 from tlkeras.model import (
@@ -40,6 +41,7 @@ from tlkeras.model import (
     unfreeze_top_blocks,
 )
 from tlkeras.plots import HISTORY_PLOT_FILE, plot_history
+from tlkeras.precision import check_precision, precision_scope
 from tlkeras.scan import SCAN_REPORT_FILE
 from tlkeras.weights import pretrained_settings
 
@@ -79,6 +81,7 @@ def train_head(
     class_weight: dict[int, float] | None = None,
     initial_epoch: int = 0,
     steps_per_epoch: int | None = None,
+    jit_compile="auto",
 ) -> dict[str, list[float]]:
     """Stage 1: trains the head with the whole backbone frozen.
 
@@ -95,6 +98,8 @@ def train_head(
         initial_epoch: The epoch to start at, when resuming. Defaults to 0.
         steps_per_epoch: Batches per epoch, for a `train_data` that holds several epochs
             (`tlkeras.data.epoch_dataset`). Defaults to `None`: one pass over `train_data`.
+        jit_compile: XLA-compile the training step: True, False, or "auto" (Keras' default:
+            on with a GPU, off on a CPU). Defaults to "auto".
 
     Returns:
         The Keras history dict, e.g. `{"loss": [...], "val_accuracy": [...]}`.
@@ -103,7 +108,7 @@ def train_head(
         >>> history = train_head(model, data.dataset("train"), data.dataset("val"), epochs=3)
     """
     freeze_backbone(model)
-    compile_model(model, learning_rate=learning_rate)
+    compile_model(model, learning_rate=learning_rate, jit_compile=jit_compile)
     return _fit(
         model,
         train_data,
@@ -131,6 +136,7 @@ def fine_tune(
     class_weight: dict[int, float] | None = None,
     freeze_batchnorm: bool = True,
     steps_per_epoch: int | None = None,
+    jit_compile="auto",
 ) -> dict[str, list[float]]:
     """Stage 2: unfreezes the top blocks (BatchNorm excepted), recompiles, trains on.
 
@@ -150,6 +156,8 @@ def fine_tune(
         freeze_batchnorm: Keep BatchNorm frozen. Defaults to True; False reproduces the
             classic mistake, for teaching (see `build_model`).
         steps_per_epoch: Batches per epoch, for a `train_data` that holds several epochs.
+        jit_compile: XLA-compile the training step: True, False, or "auto" (Keras' default:
+            on with a GPU, off on a CPU). Defaults to "auto".
 
     Returns:
         The Keras history dict of this stage.
@@ -158,7 +166,7 @@ def fine_tune(
         >>> history = fine_tune(model, train_ds, val_ds, epochs=3, unfreeze=2, initial_epoch=5)
     """
     unfreeze_top_blocks(model, unfreeze, freeze_batchnorm=freeze_batchnorm)
-    compile_model(model, learning_rate=learning_rate)
+    compile_model(model, learning_rate=learning_rate, jit_compile=jit_compile)
     return _fit(
         model,
         train_data,
@@ -232,6 +240,15 @@ class TrainConfig:
             `"sqrt"`, `"linear"` or `"none"`; see `tlkeras.distribute`.
         weights_dir: A provisioned folder of ImageNet weights (see `tlkeras.weights`);
             `None` means `$TLKERAS_WEIGHTS_DIR`, else Keras' cache.
+        precision: `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`; see
+            `tlkeras.precision`.
+        jit_compile: XLA compilation: True, False or `"auto"` (on with a GPU, off on a CPU).
+        cache: `"off"` (the default) trains end to end with a checkpoint every epoch.
+            `"auto"`, `"memory"` or `"disk"` run the frozen part once and train the rest on
+            its cached output (`tlkeras.features`), many times faster; those stages write
+            no per-epoch checkpoint, so a killed run restarts them.
+        augment_passes: With augmentation and a cache: 0 trains end to end; K caches K
+            augmented passes over the training images.
     """
 
     data_dir: str
@@ -268,6 +285,11 @@ class TrainConfig:
     learning_rate_scaling: str = "sqrt"
     # Weights provisioning and pretrained backbones (tlkeras.weights, tlkeras.pretrain).
     weights_dir: str | None = None
+    # Speed: precision, XLA and cached features (tlkeras.precision, tlkeras.features).
+    precision: str = "float32"
+    jit_compile: bool | str = "auto"
+    cache: str = "off"
+    augment_passes: int = 0
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -290,6 +312,37 @@ def _check_config(config: TrainConfig) -> None:
             f"{len(blocks)} blocks, {', '.join(blocks)} (bottom to top). Pass a number from 1 "
             f"to {len(blocks)}. Received: unfreeze={config.unfreeze!r}"
         )
+    _check_speed_options(config)
+
+
+CACHE_MODES = (*STORAGES, "off")
+
+
+def _check_speed_options(config: TrainConfig) -> None:
+    check_precision(config.precision)
+    if config.jit_compile not in (True, False, "auto"):
+        raise ValueError(
+            "jit_compile must be True, False or 'auto' (XLA with a GPU, none on a CPU). "
+            f"Received: jit_compile={config.jit_compile!r}"
+        )
+    if config.cache not in CACHE_MODES:
+        raise ValueError(
+            f"Unknown cache mode {config.cache!r}. Expected one of {CACHE_MODES}: 'off' runs "
+            f"the whole backbone every epoch. Received: cache={config.cache!r}"
+        )
+    if not isinstance(config.augment_passes, int) or config.augment_passes < 0:
+        raise ValueError(
+            "augment_passes must be an int of at least 0 (0 trains end to end when augmenting)."
+            f" Received: augment_passes={config.augment_passes!r}"
+        )
+
+
+def _cache_passes(config: TrainConfig, augmentation) -> int:
+    """How many passes over the training images to cache; 0 means train end to end."""
+    if config.cache == "off":
+        return 0
+    # Random augmentation changes the images every epoch: cache K augmented passes, or none.
+    return config.augment_passes if augmentation.enabled else 1
 
 
 #: The errno values of a full disk or an exceeded quota.
@@ -311,6 +364,10 @@ def _run_stage(
     class_weight,
 ) -> None:
     """Runs what is left of one stage, checkpointing every epoch."""
+    passes = _cache_passes(config, augment)
+    if passes:
+        _run_cached_stage(stage, model, data, state, config, interrupt, learning_rate, passes)
+        return
     planned = config.epochs if stage == 1 else config.fine_tune_epochs
     initial_epoch = state.stage_start(stage) + state.epochs_in(stage)
     epochs = state.remaining_epochs(stage, planned)
@@ -349,7 +406,7 @@ def _run_stage(
         interrupt,
     ]
     options = dict(epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks)
-    options.update(class_weight=class_weight)
+    options.update(class_weight=class_weight, jit_compile=config.jit_compile)
     options.update(patience=0, steps_per_epoch=steps)  # Early stopping is in callbacks.
     if stage == 1:
         train_head(model, train_ds, val_ds, learning_rate=learning_rate, **options)
@@ -362,6 +419,37 @@ def _run_stage(
             learning_rate=learning_rate,
             **options,
         )
+
+
+def _run_cached_stage(stage, model, data, state, config, interrupt, learning_rate, passes):
+    """Runs one stage on cached features (`tlkeras.features`); see `TrainConfig.cache`.
+
+    The model being fit is the part above the frozen layers, so the per-epoch checkpoint
+    callbacks, which save whole models, are left out; the history is still recorded.
+    """
+    options = dict(
+        data=data,
+        learning_rate=learning_rate,
+        patience=config.patience,
+        callbacks=[StopOnNaN(), interrupt],
+        passes=passes,
+        storage=config.cache,
+        jit_compile=config.jit_compile,
+    )
+    while len(state.histories) < stage:
+        state.histories.append({})
+    if stage == 1:
+        history = train_head_cached(model, epochs=config.epochs, **options)
+    else:
+        initial_epoch = len(state.histories[0].get("loss", []))
+        history = fine_tune_cached(
+            model,
+            epochs=config.fine_tune_epochs,
+            unfreeze=config.unfreeze,
+            initial_epoch=initial_epoch,
+            **options,
+        )
+    state.histories[stage - 1] = history
 
 
 def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
@@ -480,7 +568,7 @@ def train(config: TrainConfig) -> runs.Run:
         strict=config.strict,
     )
     class_weight = data.class_weight(config.class_weight)
-    with strategy.scope():
+    with strategy.scope(), precision_scope(config.precision):
         model = build_model(
             config.backbone,
             num_classes=len(data.class_names),

@@ -1,0 +1,239 @@
+"""Training on cached features gives the model that plain training gives, faster."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import write_class_folders
+
+import tlkeras as tl
+from tlkeras.backbones import layer_blocks
+from tlkeras.data import make_dataset
+from tlkeras.features import (
+    FeatureCache,
+    _CyclePasses,
+    cache_features,
+    choose_storage,
+    fine_tune_cached,
+    split_model,
+    train_head_cached,
+)
+from tlkeras.model import get_base
+from tlkeras.precision import precision_scope
+from tlkeras.train import TrainConfig, _cache_passes
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("features")
+    folder = write_class_folders(root / "data", {"ant": 8, "bee": 8, "fly": 8})
+    return tl.load_data(folder, image_size=32, batch_size=8, validation_split=0.25, seed=3)
+
+
+def twin_models(backbone, data):
+    """Two models with identical weights (dropout 0.2 included, so its randomness counts)."""
+    keras.utils.set_random_seed(0)
+    first = tl.build_model(backbone, num_classes=3, image_size=32, weights=None, dense_units=16)
+    keras.utils.set_random_seed(0)
+    second = tl.build_model(backbone, num_classes=3, image_size=32, weights=None, dense_units=16)
+    second.set_weights(first.get_weights())
+    return first, second
+
+
+def val_images(data):
+    return data.arrays["val"][0].astype("float32")
+
+
+def test_cached_stage_one_equals_plain_training_and_the_model_predicts_like_the_head(data):
+    plain, cached = twin_models("vgg16", data)
+    images = val_images(data)
+    untrained = cached.predict(images, verbose=0)
+    keras.utils.set_random_seed(1)
+    expected = tl.train_head(plain, data.dataset("train"), data.dataset("val"), epochs=3)
+    keras.utils.set_random_seed(1)
+    history = train_head_cached(cached, data, epochs=3)
+
+    np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-5)
+    np.testing.assert_allclose(history["val_loss"], expected["val_loss"], rtol=1e-5)
+    predictions = cached.predict(images, verbose=0)
+    np.testing.assert_allclose(predictions, plain.predict(images, verbose=0), atol=1e-6)
+    assert not np.allclose(predictions, untrained, atol=1e-4), "training changed the model"
+    # The saved end-to-end model predicts what the head predicted on the cached features.
+    bottom, head = split_model(cached)
+    with cache_features(bottom, data, "val") as features:
+        on_features = head.predict(features.dataset(batch_size=8), verbose=0)
+    np.testing.assert_allclose(predictions, on_features, atol=1e-6)
+    assert get_base(cached).trainable_weights == []
+
+
+@pytest.mark.parametrize(
+    ("backbone", "top_block"), [("vgg16", "block5"), ("mobilenet_v2", "stage7")]
+)
+def test_fine_tuning_from_the_boundary_equals_end_to_end_fine_tuning(data, backbone, top_block):
+    plain, cached = twin_models(backbone, data)
+    start = [w.copy() for w in plain.get_weights()]
+    moving_statistics = [v for v in cached.non_trainable_weights if "moving" in v.path]
+    statistics_before = [v.numpy().copy() for v in moving_statistics]
+    keras.utils.set_random_seed(2)
+    expected = tl.fine_tune(
+        plain, data.dataset("train"), data.dataset("val"), epochs=1, learning_rate=1e-3
+    )
+    keras.utils.set_random_seed(2)
+    history = fine_tune_cached(cached, data, epochs=1, learning_rate=1e-3)
+
+    np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-4)
+    moved = 0.0
+    for before, want, got in zip(start, plain.get_weights(), cached.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+        moved = max(moved, float(np.abs(want - before).max()))
+    assert moved > 1e-4, "fine-tuning changed the weights"
+    base = get_base(cached)
+    expected_layers = {
+        layer.name
+        for layer, block in zip(base.layers, layer_blocks(backbone, base), strict=True)
+        if block == top_block
+        and layer.weights
+        and not isinstance(layer, keras.layers.BatchNormalization)
+    }
+    assert {w.path.split("/")[0] for w in base.trainable_weights} == expected_layers
+    # BatchNorm stays frozen and in inference mode: its moving statistics never change.
+    assert (backbone == "vgg16") == (moving_statistics == [])
+    for variable, before in zip(moving_statistics, statistics_before, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), before)
+    images = val_images(data)
+    np.testing.assert_allclose(
+        cached.predict(images, verbose=0), plain.predict(images, verbose=0), atol=1e-5
+    )
+
+
+def test_disk_cache_holds_the_same_features_and_is_deleted_on_close(data):
+    model = tl.build_model("vgg16", num_classes=3, image_size=32, weights=None, dense_units=8)
+    bottom, _ = split_model(model, num_blocks=1)
+    with cache_features(bottom, data, "train", storage="memory") as in_memory:
+        disk = cache_features(bottom, data, "train", storage="disk")
+        assert disk.storage == "disk" and os.path.isfile(disk.path)
+        assert isinstance(disk.features, np.memmap)
+        assert disk.features.shape == (1, 18, 2, 2, 512)
+        np.testing.assert_array_equal(np.asarray(disk.features), in_memory.features)
+        np.testing.assert_array_equal(disk.labels, data.arrays["train"][1])
+        path = disk.path
+        disk.close()
+        assert not os.path.exists(path)
+
+
+def test_choose_storage_decides_from_the_size():
+    assert choose_storage(2**20, available=2**30) == "memory"
+    assert choose_storage(2**29 + 1, available=2**30) == "disk"
+    assert choose_storage(2**40, "memory", available=2**30) == "memory"
+    assert choose_storage(1, "disk") == "disk"
+    with pytest.raises(ValueError, match=r"Expected one of .*'disk'.*Received: storage='ram'"):
+        choose_storage(1, "ram")
+
+
+def test_shuffled_features_come_in_the_order_of_the_shuffled_images():
+    labels = np.arange(21, dtype="int32")
+    images = np.zeros((21, 2, 2, 3), "uint8")
+    cache = FeatureCache(labels[None, :, None].astype("float32"), labels, "memory")
+    features = cache.dataset(batch_size=4, shuffle=True, seed=7)
+    plain = make_dataset(images, labels, batch_size=4, shuffle=True, seed=7)
+    for _ in range(2):  # Two epochs: reshuffled alike.
+        got = np.concatenate([y for _, y in features.as_numpy_iterator()])
+        want = np.concatenate([y for _, y in plain.as_numpy_iterator()])
+        np.testing.assert_array_equal(got, want)
+        assert not np.array_equal(got, labels)
+
+
+def test_each_epoch_reads_the_next_augmented_pass():
+    labels = np.array([0, 1, 0], "int32")
+    passes = np.stack([np.full((3, 1), p, "float32") for p in range(3)])
+    cache = FeatureCache(passes, labels, "memory")
+    cycle = _CyclePasses(cache)
+    seen = []
+    for epoch in range(5):
+        cycle.on_epoch_begin(epoch)
+        seen.append(int(next(cache.dataset(batch_size=3).as_numpy_iterator())[0][0, 0]))
+    assert seen == [0, 1, 2, 0, 1]
+
+
+def test_callbacks_see_the_end_to_end_model_and_can_stop_training(data, tmp_path):
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.input_shape = self.model.input_shape
+            self.model.stop_training = True
+
+    stopper = StopAfterFirstEpoch()
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"))
+    model = tl.build_model("vgg16", num_classes=3, image_size=32, weights=None, dense_units=8)
+    history = train_head_cached(model, data, epochs=4, callbacks=[stopper, checkpoint])
+    assert len(history["loss"]) == 1
+    assert stopper.input_shape == (None, 32, 32, 3)
+    saved = keras.saving.load_model(tmp_path / "best.keras", compile=False)
+    assert saved.input_shape == (None, 32, 32, 3) and saved.output_shape == (None, 3)
+
+
+def test_mixed_bfloat16_computes_in_bfloat16_with_a_float32_output(data, tmp_path):
+    with precision_scope("mixed_bfloat16"):
+        model = tl.build_model("vgg16", num_classes=3, image_size=32, weights=None)
+    assert keras.config.dtype_policy().name == "float32", "the scope restores the policy"
+    assert model.get_layer("dense").compute_dtype == "bfloat16"
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    assert model.get_layer("dense").kernel.dtype == "float32", "weights stay float32"
+    bottom, top = split_model(model)
+    assert bottom.output.dtype == "bfloat16"
+    train_head_cached(model, data, epochs=1)
+    images = val_images(data)
+    probabilities = model.predict(images, verbose=0)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    tl.save_model(tmp_path / "m.keras", model, class_names=["ant", "bee", "fly"])
+    loaded, _ = tl.runs.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), probabilities, atol=1e-6)
+
+
+def test_mixed_float16_top_scales_the_loss():
+    with precision_scope("mixed_float16"):
+        model = tl.build_model("vgg16", num_classes=3, image_size=32, weights=None)
+    _, top = split_model(model, num_blocks=1)
+    tl.compile_model(top, learning_rate=1e-3)
+    assert isinstance(top.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_when_train_caches():
+    none, light = tl.get_augmentation("none"), tl.get_augmentation("light")
+    config = TrainConfig("data")
+    assert _cache_passes(config, none) == 0, "off by default: end to end, checkpointed"
+    config.cache = "auto"
+    assert _cache_passes(config, none) == 1
+    assert _cache_passes(config, light) == 0, "augmenting trains end to end by default"
+    config.augment_passes = 3
+    assert _cache_passes(config, light) == 3
+    config.cache = "off"
+    assert _cache_passes(config, light) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("precision", "bf16", r"Unknown precision 'bf16'.*Received: precision='bf16'"),
+        ("cache", "ram", r"Expected one of \('auto', 'memory', 'disk', 'off'\)"),
+        ("jit_compile", "yes", r"Received: jit_compile='yes'"),
+        ("augment_passes", -1, r"at least 0"),
+    ],
+)
+def test_speed_settings_are_checked_before_any_work(field, value, message):
+    config = TrainConfig("no/such/folder", **{field: value})
+    with pytest.raises(ValueError, match=message):
+        tl.train(config)
+
+
+def test_cli_speed_options_reach_the_config():
+    from tlkeras.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["train", "data", "--precision", "mixed_bfloat16", "--no-jit-compile", "--cache", "disk"]
+    )
+    assert (args.precision, args.jit_compile, args.cache) == ("mixed_bfloat16", False, "disk")
+    plain = build_parser().parse_args(["train", "data"])
+    assert (plain.precision, plain.jit_compile, plain.cache) == ("float32", "auto", "off")
+    assert plain.augment_passes == 0

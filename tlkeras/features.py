@@ -1,0 +1,611 @@
+"""Faster training: run the frozen part of the model once, then train only the rest.
+
+In the plain recipe every epoch runs the whole frozen backbone over every image again,
+though its output never changes. Here the model is split where its frozen part ends:
+
+    stage 1, `train_head_cached`:
+        bottom: image -> Preprocess -> backbone -> GlobalAveragePooling    once per image
+        top:    pooled features -> Dropout -> Dense -> Dropout -> Dense    every epoch
+
+    stage 2, `fine_tune_cached` (VGG16 with block5 unfrozen, say):
+        bottom: image -> Preprocess -> block1 ... block4                   once per image
+        top:    block4's output -> block5 -> pooling and head              every epoch
+
+The bottom's outputs, the *features*, are computed once for the training and validation
+images, in batches, and kept in memory, or in a disk-backed array (a numpy memmap in a
+temporary folder) when they would take more than half the memory available. The top is then
+trained on them with `fit`. Both parts share their layers with the model, so training the top
+trains the model itself: afterwards it is the ordinary end-to-end model, preprocessing
+included, and it predicts what the top predicted on the features.
+
+This is exact, not an approximation: the frozen part runs in inference mode (BatchNorm uses
+its moving statistics and is never trained), so its output for an image never changes. The
+features are even visited in the same order as `Data.dataset("train")` visits the images
+(the same tf.data shuffle and seed), so a cached run follows the plain run's training path.
+
+With random augmentation the frozen part would see a different image every epoch, so one
+cache is no longer exact. `passes=K` caches K passes over the training pipeline (K augmented
+versions of every image) and epoch `e` trains on pass `e mod K`; `tlkeras.train` instead
+trains end to end when augmentation is on, unless `TrainConfig.augment_passes` asks for K.
+
+Example:
+    >>> data = load_data("data_samples/digits", image_size=32)
+    >>> model = build_model("vgg16", num_classes=10, image_size=32, weights=None)
+    >>> history = train_head_cached(model, data, epochs=10)
+    >>> history = fine_tune_cached(model, data, epochs=5, unfreeze=1, initial_epoch=10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tlkeras.backbones import layer_blocks
+from tlkeras.data import Data
+from tlkeras.model import (
+    backbone_of,
+    compile_model,
+    freeze_backbone,
+    get_base,
+    unfreeze_top_blocks,
+)
+from tlkeras.precision import precision_scope
+
+#: Where features can be kept: "auto" picks "memory" or "disk" from their size.
+STORAGES = ("auto", "memory", "disk")
+#: "auto" keeps features in memory when they take at most this fraction of the free memory.
+MEMORY_FRACTION = 0.5
+
+
+class _InferenceMode(keras.layers.Layer):
+    """Calls a model with `training=False`, whatever `fit` passes.
+
+    Keras 3 overrides a nested model's `training=False` with the outer call's `training`, so
+    a Dropout layer inside a backbone (EfficientNet has them) would be active while training.
+    The unfrozen blocks run in inference mode here, exactly like the frozen ones.
+    """
+
+    def __init__(self, model: keras.Model, **kwargs):
+        super().__init__(dtype=model.dtype_policy, **kwargs)
+        self.model = model
+        self.built = True
+
+    def call(self, inputs):
+        return self.model(inputs, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.model.compute_output_shape(input_shape)
+
+
+def split_model(model: keras.Model, num_blocks: int = 0) -> tuple[keras.Model, keras.Model]:
+    """Splits a model where its frozen part ends, sharing every layer with it.
+
+    Args:
+        model: A model from `tlkeras.build_model`.
+        num_blocks: How many top blocks of the backbone will train. 0 cuts after the pooling
+            layer (stage 1: the top is the head alone); N cuts at the input of the N-th block
+            from the top (stage 2: the top is those blocks plus the head). Defaults to 0.
+
+    Returns:
+        `(bottom, top)`: `bottom` maps images (RGB in [0, 255]) to features, `top` maps
+        features to class probabilities, and `top(bottom(images))` equals `model(images)`.
+
+    Raises:
+        ValueError: If `num_blocks` is negative or more than the backbone has.
+
+    Example:
+        >>> bottom, top = split_model(model, num_blocks=1)      # VGG16
+        >>> bottom.output_shape                                 # block4's output at 128 px
+        (None, 8, 8, 512)
+    """
+    base = get_base(model)
+    pool = model.get_layer("pool")
+    # Build the parts in the model's precision, so that Keras scales the loss under float16.
+    with precision_scope(model.dtype_policy.name):
+        if num_blocks == 0:
+            bottom = keras.Model(model.input, pool.output, name="bottom")
+            return bottom, keras.Model(pool.output, model.output, name="top")
+        backbone = backbone_of(model)
+        names = backbone.block_names
+        if not isinstance(num_blocks, int) or not 0 <= num_blocks <= len(names):
+            raise ValueError(
+                f"Cannot split {backbone.name} below its top {num_blocks!r} blocks: it has "
+                f"{len(names)} blocks, {', '.join(names)} (bottom to top). Pass a number from "
+                f"0 to {len(names)}. Received: num_blocks={num_blocks!r}"
+            )
+        first = layer_blocks(backbone, base).index(names[-num_blocks])
+        # Every block boundary cuts the graph (tests/test_backbones.py), so these build.
+        boundary = base.input if first == 0 else base.layers[first].input
+        lower = keras.Model(base.input, boundary, name="frozen_blocks")
+        upper = keras.Model(boundary, base.output, name="trained_blocks")
+        preprocess = keras.Model(model.input, model.get_layer("preprocess").output)
+        head = keras.Model(pool.input, model.output, name="head")
+
+        images = keras.Input(model.input.shape[1:], dtype=model.input.dtype, name="image")
+        bottom = keras.Model(images, lower(preprocess(images), training=False), name="bottom")
+        features = keras.Input(boundary.shape[1:], dtype=boundary.dtype, name="features")
+        top = keras.Model(features, head(_InferenceMode(upper)(features)), name="top")
+        return bottom, top
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux, with container limits), or None if unknown."""
+    available = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v2: the container's limit minus what it already uses.
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            current = int(f.read())
+        if limit != "max":
+            available.append(int(limit) - current)
+    except (OSError, ValueError):
+        pass
+    if not available:
+        try:
+            available.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, OSError, ValueError):
+            return None
+    return max(0, min(available))
+
+
+def choose_storage(nbytes: int, storage: str = "auto", *, available: int | None = None) -> str:
+    """Decides where features of `nbytes` bytes are kept: `"memory"` or `"disk"`.
+
+    Args:
+        nbytes: The size of the features.
+        storage: `"memory"` or `"disk"` are returned as they are; `"auto"` picks memory when
+            the features take at most half of the available memory, else disk. Defaults to
+            `"auto"`.
+        available: Available memory in bytes; defaults to what the system reports now (when
+            it cannot tell, up to 1 GiB is kept in memory).
+
+    Returns:
+        `"memory"` or `"disk"`.
+
+    Example:
+        >>> choose_storage(3 * 2**30, available=4 * 2**30)
+        'disk'
+    """
+    if storage not in STORAGES:
+        raise ValueError(
+            f"Unknown feature storage {storage!r}. Expected one of {STORAGES}: auto decides "
+            f"from the size of the features. Received: storage={storage!r}"
+        )
+    if storage != "auto":
+        return storage
+    available = available_memory() if available is None else available
+    if available is None:
+        return "memory" if nbytes <= 2**30 else "disk"
+    return "memory" if nbytes <= MEMORY_FRACTION * available else "disk"
+
+
+@dataclasses.dataclass
+class FeatureCache:
+    """The features of one split, computed once by the bottom of a split model.
+
+    Use it as a context manager, or call `close()`, to delete a disk cache's file.
+
+    Attributes:
+        features: `(passes, num_images, *feature_shape)` array, in memory or a numpy memmap,
+            in the bottom's compute dtype (float32, bfloat16 or float16).
+        labels: int32 labels `(num_images,)`, in the order of the images.
+        storage: `"memory"` or `"disk"`.
+        path: The file behind a disk cache, else None.
+        seconds: How long computing the features took.
+        current_pass: Which pass `dataset()` reads; `fit` advances it every epoch.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    storage: str
+    path: str | None = None
+    seconds: float = 0.0
+    current_pass: int = 0
+
+    @property
+    def num_images(self) -> int:
+        return self.features.shape[1]
+
+    @property
+    def passes(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.nbytes
+
+    def dataset(self, *, batch_size: int, shuffle: bool = False, seed: int = 0):
+        """A tf.data pipeline of `(features, labels)` batches of the current pass.
+
+        With `shuffle`, the order is the one `tlkeras.data.make_dataset` gives the images
+        with the same `seed`: the same tf.data shuffle over the same number of elements.
+        Only the indices go through tf.data; each batch is gathered from the array, so a
+        disk cache is read a batch at a time and an in-memory one is never copied whole.
+        """
+        indices = tf.data.Dataset.range(self.num_images)
+        if shuffle:
+            indices = indices.shuffle(self.num_images, seed=seed, reshuffle_each_iteration=True)
+        dtype = tf.as_dtype(self.features.dtype)
+        shape = (None, *self.features.shape[2:])
+
+        def gather(batch):
+            return self.features[self.current_pass][batch], self.labels[batch]
+
+        def load(batch):
+            features, labels = tf.numpy_function(gather, [batch], (dtype, tf.int32))
+            return tf.ensure_shape(features, shape), tf.ensure_shape(labels, (None,))
+
+        return indices.batch(batch_size).map(load).prefetch(tf.data.AUTOTUNE)
+
+    def close(self) -> None:
+        """Frees the features and deletes a disk cache's file."""
+        if self.path is not None:
+            self.features = np.empty((0, 0), self.features.dtype)  # Drops the memmap.
+            shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+            self.path = None
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _describe_size(nbytes: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def _allocate(shape, dtype, storage: str, directory) -> tuple[np.ndarray, str | None]:
+    if storage == "memory":
+        return np.empty(shape, dtype), None
+    folder = tempfile.mkdtemp(prefix="tlkeras-features-", dir=directory)
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise OSError(
+            f"The features need {_describe_size(nbytes)} but {folder!r} has only "
+            f"{_describe_size(free)} free. Point TMPDIR at a larger disk, use a smaller image "
+            f"size, or train end to end with cache='off'. Received: nbytes={nbytes}"
+        )
+    path = os.path.join(folder, "features.npy")
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape), path
+
+
+def cache_features(
+    bottom: keras.Model,
+    data: Data,
+    split: str = "train",
+    *,
+    passes: int = 1,
+    storage: str = "auto",
+    directory=None,
+) -> FeatureCache:
+    """Runs the frozen bottom of a split model once over a split's images, in batches.
+
+    Progress is shown as it goes, and where the features are kept is printed first.
+
+    Args:
+        bottom: The first model `split_model` returns.
+        data: Decoded images from `tlkeras.load_data`.
+        split: `"train"`, `"val"` or `"test"`. Defaults to `"train"`.
+        passes: How many passes over the images to cache. Only useful when the split's
+            pipeline augments at random: each pass then holds other versions. Defaults to 1.
+        storage: `"auto"`, `"memory"` or `"disk"`; see `choose_storage`. Defaults to `"auto"`.
+        directory: Where a disk cache goes; defaults to the system's temporary folder
+            (`TMPDIR`).
+
+    Returns:
+        A `FeatureCache`; close it (or use `with`) to delete a disk cache.
+
+    Raises:
+        ValueError: If the split does not exist, `passes` is not a positive int or `storage`
+            is unknown.
+        OSError: If a disk cache does not fit on the disk.
+
+    Example:
+        >>> bottom, top = split_model(model)
+        >>> with cache_features(bottom, data, "val") as val_features:
+        ...     top.predict(val_features.dataset(batch_size=32))
+    """
+    if split not in data.arrays:
+        raise ValueError(
+            f"This data has no {split!r} split; it has {sorted(data.arrays)}. "
+            f"Received: split={split!r}"
+        )
+    if not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes must be a positive int. Received: passes={passes!r}")
+    images, labels = data.arrays[split]
+    feature_shape = tuple(bottom.output.shape[1:])
+    dtype = tf.as_dtype(bottom.output.dtype).as_numpy_dtype
+    shape = (passes, len(images), *feature_shape)
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    where = choose_storage(nbytes, storage)
+    features, path = _allocate(shape, dtype, where, directory)
+    times = f"{passes} passes over " if passes > 1 else ""
+    print(
+        f"Caching features of {times}{len(images)} {split} images "
+        f"({'x'.join(map(str, feature_shape))} {np.dtype(dtype).name} each, "
+        f"{_describe_size(nbytes)}) {'in memory' if where == 'memory' else 'on disk at ' + path}"
+    )
+    verbose = 1 if sys.stdout.isatty() else 2  # A moving bar, or one line in logs.
+    progress = keras.utils.Progbar(passes * len(images), verbose=verbose, unit_name="image")
+    # One graph for every batch size (the last batch is smaller): Keras' own predict
+    # function would be traced twice, and a trace of a large backbone takes seconds.
+    forward = tf.function(
+        lambda batch: bottom(batch, training=False),
+        input_signature=[tf.TensorSpec((None, *images.shape[1:]), tf.float32)],
+        jit_compile=bottom.jit_compile,
+    )
+    start = time.perf_counter()
+    try:
+        for index in range(passes):
+            done = 0
+            for batch, _ in data.dataset(split, shuffle=False):
+                out = forward(batch).numpy()
+                features[index, done : done + len(out)] = out
+                done += len(out)
+                progress.add(len(out))
+    except BaseException:
+        FeatureCache(features, labels, where, path).close()
+        raise
+    if isinstance(features, np.memmap):
+        features.flush()
+    seconds = time.perf_counter() - start
+    return FeatureCache(features, np.asarray(labels, "int32"), where, path, seconds)
+
+
+class _OnModel(keras.callbacks.Callback):
+    """Runs callbacks against the end-to-end model while `fit` trains its top.
+
+    Inside them `self.model` is the whole model, so a ModelCheckpoint saves a model that
+    takes images, and a callback that stops training (EarlyStopping, TerminateOnNaN) stops
+    the fit of the top.
+    """
+
+    def __init__(self, callbacks, model: keras.Model):
+        super().__init__()
+        self._model_callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
+        self._end_to_end = model
+
+    def set_params(self, params):
+        super().set_params(params)
+        self._model_callbacks.set_params(params)
+
+    def _forward(self, hook: str, *args) -> None:
+        getattr(self._model_callbacks, hook)(*args)
+        if self._end_to_end.stop_training:
+            self.model.stop_training = True
+
+    def on_train_begin(self, logs=None):
+        self._end_to_end.stop_training = False
+        self._forward("on_train_begin", logs)
+
+    def on_train_end(self, logs=None):
+        self._forward("on_train_end", logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._forward("on_epoch_begin", epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._forward("on_epoch_end", epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._forward("on_train_batch_begin", batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._forward("on_train_batch_end", batch, logs)
+
+    def on_test_begin(self, logs=None):
+        self._forward("on_test_begin", logs)
+
+    def on_test_end(self, logs=None):
+        self._forward("on_test_end", logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._forward("on_test_batch_begin", batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._forward("on_test_batch_end", batch, logs)
+
+
+class _CyclePasses(keras.callbacks.Callback):
+    """Epoch `e` trains on cached pass `e mod passes`."""
+
+    def __init__(self, cache: FeatureCache):
+        super().__init__()
+        self._cache = cache
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._cache.current_pass = epoch % self._cache.passes
+
+
+def _fit_top(
+    model,
+    data,
+    *,
+    num_blocks,
+    epochs,
+    initial_epoch,
+    learning_rate,
+    patience,
+    callbacks,
+    passes,
+    storage,
+    jit_compile,
+):
+    """Caches the features below the top `num_blocks` blocks and fits the top on them."""
+    bottom, top = split_model(model, num_blocks)
+    if jit_compile != "auto":
+        bottom.jit_compile = jit_compile
+    train_cache = cache_features(bottom, data, "train", passes=passes, storage=storage)
+    val_cache = None
+    try:
+        validation_data = None
+        if "val" in data.arrays:
+            val_cache = cache_features(bottom, data, "val", storage=storage)
+            validation_data = val_cache.dataset(batch_size=data.batch_size)
+        compile_model(top, learning_rate=learning_rate, jit_compile=jit_compile)
+        fit_callbacks = [_CyclePasses(train_cache)]
+        if callbacks:
+            fit_callbacks.append(_OnModel(callbacks, model))
+        if patience and validation_data is not None:
+            # On the top, whose weights are the model's trainable ones: a cheaper restore.
+            fit_callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=patience, restore_best_weights=True
+                )
+            )
+        history = top.fit(
+            train_cache.dataset(batch_size=data.batch_size, shuffle=True, seed=data.seed),
+            validation_data=validation_data,
+            epochs=initial_epoch + epochs,
+            initial_epoch=initial_epoch,
+            callbacks=fit_callbacks,
+            shuffle=False,  # The training dataset reshuffles itself every epoch.
+            verbose="auto" if sys.stdout.isatty() else 2,  # One line per epoch in logs.
+        )
+    finally:
+        train_cache.close()
+        if val_cache is not None:
+            val_cache.close()
+    # Leave the end-to-end model compiled as train_head leaves it, with the optimizer (and
+    # its state) that trained the top: the model's trainable weights are the top's.
+    model.compile(
+        optimizer=top.optimizer,
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return history.history
+
+
+def train_head_cached(
+    model: keras.Model,
+    data: Data,
+    *,
+    epochs: int = 10,
+    learning_rate: float = 1e-3,
+    patience: int = 0,
+    callbacks=None,
+    passes: int = 1,
+    storage: str = "auto",
+    jit_compile="auto",
+) -> dict[str, list[float]]:
+    """Stage 1 on cached features: runs the frozen backbone once, then trains the head.
+
+    Gives the same model as `tlkeras.train_head` on `data.dataset("train")` and
+    `data.dataset("val")` (up to float rounding), in a fraction of the time: the backbone
+    runs once per image instead of once per image per epoch.
+
+    Args:
+        model: A model from `tlkeras.build_model`; its backbone is frozen first.
+        data: Decoded images from `tlkeras.load_data`; its batch size and seed are used.
+        epochs: Epochs to train. Defaults to 10.
+        learning_rate: Adam's learning rate. Defaults to 1e-3.
+        patience: Stop after this many epochs without a better `val_loss` and restore the
+            best weights; 0 never stops early. Defaults to 0.
+        callbacks: Extra Keras callbacks. Their `self.model` is the end-to-end `model`, so a
+            `ModelCheckpoint` saves a model that takes images.
+        passes: Passes over the training pipeline to cache; more than 1 only helps when it
+            augments at random (epoch `e` uses pass `e mod passes`). Defaults to 1.
+        storage: Keep the features in `"memory"`, on `"disk"`, or decide from their size
+            (`"auto"`, see `choose_storage`). Defaults to `"auto"`.
+        jit_compile: XLA-compile the forward pass and the training step: `True`, `False`, or
+            `"auto"` (Keras' default: on with a GPU, off on a CPU). Defaults to `"auto"`.
+
+    Returns:
+        The Keras history dict, e.g. `{"loss": [...], "val_accuracy": [...]}`.
+
+    Example:
+        >>> history = train_head_cached(model, data, epochs=10)
+    """
+    freeze_backbone(model)
+    return _fit_top(
+        model,
+        data,
+        num_blocks=0,
+        epochs=epochs,
+        initial_epoch=0,
+        learning_rate=learning_rate,
+        patience=patience,
+        callbacks=callbacks,
+        passes=passes,
+        storage=storage,
+        jit_compile=jit_compile,
+    )
+
+
+def fine_tune_cached(
+    model: keras.Model,
+    data: Data,
+    *,
+    epochs: int = 5,
+    unfreeze: int = 1,
+    learning_rate: float = 1e-5,
+    initial_epoch: int = 0,
+    patience: int = 0,
+    callbacks=None,
+    passes: int = 1,
+    storage: str = "auto",
+    jit_compile="auto",
+) -> dict[str, list[float]]:
+    """Stage 2 from the boundary: caches the input of the unfrozen blocks, trains the rest.
+
+    The frozen blocks below the boundary run once per image; every epoch then trains only
+    the unfrozen top blocks and the head. The result equals `tlkeras.fine_tune` on
+    `data.dataset("train")` from the same start, up to float rounding.
+
+    Args:
+        model: A model whose head was trained (by `train_head` or `train_head_cached`).
+        data: Decoded images from `tlkeras.load_data`; its batch size and seed are used.
+        epochs: Epochs to fine-tune. Defaults to 5.
+        unfreeze: How many whole blocks of the backbone to unfreeze, from the top; BatchNorm
+            layers stay frozen. Defaults to 1 (e.g. VGG16's block5).
+        learning_rate: Adam's learning rate. Defaults to 1e-5.
+        initial_epoch: Where the epoch count continues from (stage 1's epoch count).
+        patience: Early-stopping patience on `val_loss`; 0 never stops early.
+        callbacks: Extra Keras callbacks; their `self.model` is the end-to-end `model`.
+        passes: Passes over the training pipeline to cache; see `train_head_cached`.
+        storage: `"auto"`, `"memory"` or `"disk"`; see `choose_storage`.
+        jit_compile: `True`, `False` or `"auto"`; see `train_head_cached`.
+
+    Returns:
+        The Keras history dict of this stage.
+
+    Example:
+        >>> history = fine_tune_cached(model, data, epochs=5, unfreeze=1, initial_epoch=10)
+    """
+    unfreeze_top_blocks(model, unfreeze)
+    return _fit_top(
+        model,
+        data,
+        num_blocks=unfreeze,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        learning_rate=learning_rate,
+        patience=patience,
+        callbacks=callbacks,
+        passes=passes,
+        storage=storage,
+        jit_compile=jit_compile,
+    )
