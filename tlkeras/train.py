@@ -33,7 +33,7 @@ from tlkeras.model import (
     resolve_image_size,
     unfreeze_top_blocks,
 )
-from tlkeras.precision import check_precision, precision_scope
+from tlkeras.precision import check_precision, precision_scope, warn_if_xla_is_slow
 
 
 def _fit(model, train_data, validation_data, *, epochs, initial_epoch, patience, callbacks):
@@ -329,6 +329,7 @@ def train(config: TrainConfig) -> runs.Run:
         stage_1 = functools.partial(train_head_cached, data=data, **speed)
         stage_2 = functools.partial(fine_tune_cached, data=data, **speed)
     else:
+        warn_if_xla_is_slow(model, config.jit_compile)
         plain = dict(train_data=train_ds, validation_data=val_ds, jit_compile=config.jit_compile)
         stage_1 = functools.partial(train_head, **plain)
         stage_2 = functools.partial(fine_tune, **plain)
