@@ -237,3 +237,26 @@ def test_cli_speed_options_reach_the_config():
     plain = build_parser().parse_args(["train", "data"])
     assert (plain.precision, plain.jit_compile, plain.cache) == ("float32", "auto", "off")
     assert plain.augment_passes == 0
+
+
+def test_xla_with_bfloat16_on_a_cpu_warns():
+    from tlkeras.precision import warn_if_xla_is_slow
+
+    with precision_scope("mixed_bfloat16"):
+        model = tl.build_model("vgg16", num_classes=2, image_size=32, weights=None)
+    with pytest.warns(UserWarning, match="XLA does not use the CPU's bfloat16 instructions"):
+        warn_if_xla_is_slow(model, True)
+
+
+@pytest.mark.parametrize(("backbone", "num_blocks"), [("vgg16", 5), ("resnet50", 1)])
+def test_top_of_bottom_is_the_model_at_any_boundary(backbone, num_blocks):
+    """All of VGG16's blocks (nothing frozen but preprocessing), a residual network's top."""
+    model = tl.build_model(backbone, num_classes=2, image_size=32, weights=None, dense_units=4)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    bottom, top = split_model(model, num_blocks)
+    features = bottom.predict(images, verbose=0)
+    np.testing.assert_allclose(
+        top.predict(features, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+    with pytest.raises(ValueError, match=r"Pass a number from 0 to 5\. Received: num_blocks=6"):
+        split_model(model, 6)

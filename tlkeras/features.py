@@ -58,7 +58,7 @@ from tlkeras.model import (
     get_base,
     unfreeze_top_blocks,
 )
-from tlkeras.precision import precision_scope
+from tlkeras.precision import precision_scope, warn_if_xla_is_slow
 
 #: Where features can be kept: "auto" picks "memory" or "disk" from their size.
 STORAGES = ("auto", "memory", "disk")
@@ -454,6 +454,7 @@ def _fit_top(
     jit_compile,
 ):
     """Caches the features below the top `num_blocks` blocks and fits the top on them."""
+    warn_if_xla_is_slow(model, jit_compile)
     bottom, top = split_model(model, num_blocks)
     if jit_compile != "auto":
         bottom.jit_compile = jit_compile

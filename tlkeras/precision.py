@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import keras
 
@@ -63,3 +64,24 @@ def precision_scope(precision: str = "float32"):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def warn_if_xla_is_slow(model: keras.Model, jit_compile) -> None:
+    """Warns when XLA would run a bfloat16 model on a CPU: it is several times slower there.
+
+    XLA's CPU backend does not use oneDNN's bfloat16 (AVX512_BF16/AMX) kernels; measured on
+    VGG16 at 128 px, bfloat16 with XLA ran 9 times slower than without it.
+    """
+    import tensorflow as tf
+
+    if (
+        jit_compile is True
+        and model.dtype_policy.compute_dtype == "bfloat16"
+        and not tf.config.list_physical_devices("GPU")
+    ):
+        warnings.warn(
+            "jit_compile=True with mixed_bfloat16 on a CPU is slow: XLA does not use the CPU's "
+            "bfloat16 instructions. Leave jit_compile at 'auto' (off on a CPU) to use them. "
+            "Received: jit_compile=True",
+            stacklevel=3,
+        )

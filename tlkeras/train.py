@@ -41,7 +41,7 @@ from tlkeras.model import (
     unfreeze_top_blocks,
 )
 from tlkeras.plots import HISTORY_PLOT_FILE, plot_history
-from tlkeras.precision import check_precision, precision_scope
+from tlkeras.precision import check_precision, precision_scope, warn_if_xla_is_slow
 from tlkeras.scan import SCAN_REPORT_FILE
 from tlkeras.weights import pretrained_settings
 
@@ -407,6 +407,7 @@ def _run_stage(
     ]
     options = dict(epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks)
     options.update(class_weight=class_weight, jit_compile=config.jit_compile)
+    warn_if_xla_is_slow(model, config.jit_compile)
     options.update(patience=0, steps_per_epoch=steps)  # Early stopping is in callbacks.
     if stage == 1:
         train_head(model, train_ds, val_ds, learning_rate=learning_rate, **options)
