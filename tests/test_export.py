@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
         weights="none",
         image_size=32,
         batch_size=8,
-        epochs=6,
+        epochs=12,
         learning_rate=1e-2,
         dense_units=16,
         patience=0,
