@@ -25,14 +25,14 @@ Every run uses the same settings: Adam at 1e-3 (the default of `train_head` and 
 batch size 16 and 200 training steps, however many labelled images it has, with no early
 stopping: with 5 images per class there is nothing to hold out for validation. Where
 BatchNorm trains (fine_tuned, scratch) every batch is full, as in `pretrain`. To keep the
-script within about 10 minutes on 2 CPU cores, each method's model is compiled once (the way
+script to about 10 minutes on 2 CPU cores, each method's model is compiled once (the way
 `train_head` and `pretrain` compile it) and reset to a fresh initialisation before each run,
 rather than compiled again: compiling MobileNetV2's training step takes 20-40 s there.
 
 Usage (from the repository root):
 
-    python benchmarks/transfer_digits.py                   # about 10 min on 2 CPU cores
-    python benchmarks/transfer_digits.py --quick           # a smoke run, about 3 min
+    python benchmarks/transfer_digits.py                   # 871 s on 2 busy CPU cores
+    python benchmarks/transfer_digits.py --quick           # a smoke run: 1 seed, fewer steps
     python benchmarks/transfer_digits.py --labels 1 2 5 --methods frozen fine_tuned scratch
 """
 
