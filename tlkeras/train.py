@@ -375,7 +375,7 @@ def _run_stage(
     train_ds, steps = epoch_dataset(
         images,
         labels,
-        batch_size=config.batch_size,
+        batch_size=data.batch_size,  # The global batch: per replica x replicas.
         seed=config.seed,
         initial_epoch=initial_epoch,
         epochs=initial_epoch + epochs,
