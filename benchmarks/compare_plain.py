@@ -83,14 +83,23 @@ def plain_recipe_model(num_classes: int, image_size: int, weights):
     return keras.Model(inputs, outputs)
 
 
-def _plain_datasets(data):
-    """The same batches in the same order as tlkeras, preprocessed by preprocess_input."""
+def _plain_datasets(data, epochs: int):
+    """The same batches in the same order as tlkeras, preprocessed by preprocess_input.
+
+    Returns the training and validation datasets and the training steps per epoch.
+    """
     import keras
+
+    from tlkeras.data import epoch_dataset
 
     def preprocess(images, labels):
         return keras.applications.vgg16.preprocess_input(images), labels
 
-    return data.dataset("train").map(preprocess), data.dataset("val").map(preprocess)
+    images, labels = data.arrays["train"]
+    train_ds, steps = epoch_dataset(
+        images, labels, batch_size=data.batch_size, seed=data.seed, epochs=epochs
+    )
+    return train_ds.map(preprocess), data.dataset("val").map(preprocess), steps
 
 
 def run_job(job: dict) -> dict:
@@ -132,7 +141,7 @@ def run_job(job: dict) -> dict:
     epochs, stage = job["epochs"], job["stage"]
     start, start_cpu = time.perf_counter(), _cpu_seconds()
     if job["recipe"] == "plain":
-        train_ds, val_ds = _plain_datasets(data)
+        train_ds, val_ds, steps = _plain_datasets(data, epochs)
         if stage == 2:
             base = plain.layers[1]
             base.trainable = True
@@ -144,7 +153,9 @@ def run_job(job: dict) -> dict:
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        history = plain.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0).history
+        history = plain.fit(
+            train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, verbose=0
+        ).history
     elif stage == 1:
         history = train_head_cached(model, data, epochs=epochs, learning_rate=1e-3)
     else:

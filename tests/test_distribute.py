@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -171,19 +172,25 @@ def test_mirrored_over_two_cpus_trains_both_stages_and_saves_a_plain_model(tmp_p
     assert saved["strategy"] == "mirrored" and saved["distribution"]["num_replicas"] == 2
 
 
+def start_workers(config: dict, result_prefix) -> tuple[list, list]:
+    """Two workers on loopback, each in its own process, training with `config`."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    helpers, results = [], []
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
+        results.append(Path(f"{result_prefix}_worker{index}"))
+        helpers.append(start_helper({**config, "strategy": "multiworker"}, results[-1], env=env))
+    return helpers, results
+
+
 @pytest.mark.slow
 def test_two_workers_on_loopback_match_one_worker(tmp_path):
     from conftest import write_class_folders
 
     data_dir = write_class_folders(tmp_path / "data", CLASSES)
     config = {**TRAINING, "data_dir": data_dir, "out": str(tmp_path / "run")}
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    helpers, results = [], []
-    for index in range(2):
-        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
-        results.append(tmp_path / f"worker{index}")
-        helpers.append(start_helper({**config, "strategy": "multiworker"}, results[-1], env=env))
+    helpers, results = start_workers(config, tmp_path / "two")
     chief, worker = wait_for(helpers, results, timeout=300)
 
     assert chief["distribution"]["strategy_class"] == "MultiWorkerMirroredStrategy"
@@ -203,3 +210,44 @@ def test_two_workers_on_loopback_match_one_worker(tmp_path):
     one_worker = one.history["val_accuracy"][-1]
     assert one_worker >= 0.875, "the task should be easy enough for one worker"
     assert abs(two_workers - one_worker) <= ACCURACY_TOLERANCE
+
+
+@pytest.mark.slow
+def test_two_workers_killed_mid_run_resume_to_the_uninterrupted_result(tmp_path):
+    from conftest import write_class_folders
+
+    from tlkeras import checkpoints
+
+    data_dir = write_class_folders(tmp_path / "data", CLASSES)
+    # End to end (no cache), so that an epoch lasts long enough to kill the job inside it.
+    config = {**TRAINING, "data_dir": data_dir, "cache": "off"}
+    reference, _ = wait_for(
+        *start_workers({**config, "out": str(tmp_path / "reference")}, tmp_path / "reference"),
+        timeout=300,
+    )
+
+    out = tmp_path / "run"
+    helpers, results = start_workers({**config, "out": str(out)}, tmp_path / "killed")
+    state_file = out / "checkpoint" / "state.json"
+    try:
+        deadline = time.monotonic() + 300
+        while not (state_file.exists() and json.loads(state_file.read_text())["epoch"] >= 1):
+            assert helpers[0].poll() is None and time.monotonic() < deadline, "no epoch 1"
+            time.sleep(0.05)
+    finally:
+        for helper in helpers:  # Both machines fail at once, mid-epoch.
+            helper.kill()
+            helper.wait()
+    state = checkpoints.load_state(out)
+    assert 1 <= state.epoch < 5 and not state.finished
+
+    chief, worker = wait_for(
+        *start_workers({**config, "out": str(out), "resume": True}, tmp_path / "resumed"),
+        timeout=300,
+    )
+    assert chief["history"]["epoch"] == reference["history"]["epoch"] == [1, 2, 3, 4, 5]
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(chief["history"][key], reference["history"][key], rtol=1e-5)
+    for key in (k for k in reference["arrays"] if k.startswith("weight_")):
+        np.testing.assert_allclose(chief["arrays"][key], reference["arrays"][key], atol=1e-6)
+        np.testing.assert_array_equal(worker["arrays"][key], chief["arrays"][key])

@@ -9,10 +9,9 @@ from conftest import write_class_folders
 
 import tlkeras as tl
 from tlkeras.backbones import layer_blocks
-from tlkeras.data import make_dataset
+from tlkeras.data import epoch_dataset
 from tlkeras.features import (
     FeatureCache,
-    _CyclePasses,
     cache_features,
     choose_storage,
     fine_tune_cached,
@@ -45,12 +44,32 @@ def val_images(data):
     return data.arrays["val"][0].astype("float32")
 
 
+def plain_options(data, *, initial_epoch=0, epochs):
+    """The training batches `train` gives the plain path, and how `fit` must read them."""
+    images, labels = data.arrays["train"]
+    train_ds, steps = epoch_dataset(
+        images,
+        labels,
+        batch_size=data.batch_size,
+        seed=data.seed,
+        initial_epoch=initial_epoch,
+        epochs=initial_epoch + epochs,
+    )
+    return dict(
+        train_data=train_ds,
+        validation_data=data.dataset("val"),
+        steps_per_epoch=steps,
+        initial_epoch=initial_epoch,
+        epochs=epochs,
+    )
+
+
 def test_cached_stage_one_equals_plain_training_and_the_model_predicts_like_the_head(data):
     plain, cached = twin_models("vgg16", data)
     images = val_images(data)
     untrained = cached.predict(images, verbose=0)
     keras.utils.set_random_seed(1)
-    expected = tl.train_head(plain, data.dataset("train"), data.dataset("val"), epochs=3)
+    expected = tl.train_head(plain, **plain_options(data, epochs=3))
     keras.utils.set_random_seed(1)
     history = train_head_cached(cached, data, epochs=3)
 
@@ -77,10 +96,10 @@ def test_fine_tuning_from_the_boundary_equals_end_to_end_fine_tuning(data, backb
     statistics_before = [v.numpy().copy() for v in moving_statistics]
     keras.utils.set_random_seed(2)
     expected = tl.fine_tune(
-        plain, data.dataset("train"), data.dataset("val"), epochs=1, learning_rate=1e-3
+        plain, **plain_options(data, initial_epoch=3, epochs=1), learning_rate=1e-3
     )
     keras.utils.set_random_seed(2)
-    history = fine_tune_cached(cached, data, epochs=1, learning_rate=1e-3)
+    history = fine_tune_cached(cached, data, initial_epoch=3, epochs=1, learning_rate=1e-3)
 
     np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-4)
     moved = 0.0
@@ -107,6 +126,35 @@ def test_fine_tuning_from_the_boundary_equals_end_to_end_fine_tuning(data, backb
     )
 
 
+def test_train_with_and_without_the_cache_gives_the_same_run(tmp_path):
+    """Both stages, VGG16 block5, class weights on: the same losses, epoch by epoch."""
+    folder = write_class_folders(tmp_path / "data", {"cat": 12, "dog": 6})
+    runs = {}
+    for cache in ("off", "auto"):
+        config = TrainConfig(
+            folder,
+            out=str(tmp_path / cache),
+            weights="none",
+            image_size=32,
+            batch_size=4,
+            epochs=2,
+            fine_tune_epochs=2,
+            fine_tune_learning_rate=1e-3,
+            dense_units=8,
+            patience=0,
+            class_weight="balanced",
+            cache=cache,
+        )
+        runs[cache] = tl.train(config)
+    history, expected = runs["auto"].history, runs["off"].history
+    assert history["stage"] == expected["stage"] == [1, 1, 2, 2]
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(history[key], expected[key], rtol=1e-4)
+    weights = (runs["auto"].model.get_weights(), runs["off"].model.get_weights())
+    for got, want in zip(*weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+
+
 def test_disk_cache_holds_the_same_features_and_is_deleted_on_close(data):
     model = tl.build_model("vgg16", num_classes=3, image_size=32, weights=None, dense_units=8)
     bottom, _ = split_model(model, num_blocks=1)
@@ -131,29 +179,42 @@ def test_choose_storage_decides_from_the_size():
         choose_storage(1, "ram")
 
 
-def test_shuffled_features_come_in_the_order_of_the_shuffled_images():
+def test_features_come_in_the_order_of_the_images_of_every_epoch():
     labels = np.arange(21, dtype="int32")
-    images = np.zeros((21, 2, 2, 3), "uint8")
+    images = labels[:, None, None, None].repeat(3, axis=-1).astype("uint8")
     cache = FeatureCache(labels[None, :, None].astype("float32"), labels, "memory")
-    features = cache.dataset(batch_size=4, shuffle=True, seed=7)
-    plain = make_dataset(images, labels, batch_size=4, shuffle=True, seed=7)
-    for _ in range(2):  # Two epochs: reshuffled alike.
-        got = np.concatenate([y for _, y in features.as_numpy_iterator()])
-        want = np.concatenate([y for _, y in plain.as_numpy_iterator()])
-        np.testing.assert_array_equal(got, want)
-        assert not np.array_equal(got, labels)
+    features, steps = cache.epoch_dataset(batch_size=4, seed=7, initial_epoch=2, epochs=4)
+    plain, plain_steps = epoch_dataset(
+        images, labels, batch_size=4, seed=7, initial_epoch=2, epochs=4
+    )
+    assert steps == plain_steps == 6
+    got = [(x[:, 0], y) for x, y in features.as_numpy_iterator()]
+    want = [(x[:, 0, 0, 0], y) for x, y in plain.as_numpy_iterator()]
+    assert len(got) == len(want) == 2 * steps
+    for (got_x, got_y), (want_x, want_y) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(got_y, want_y)
+        np.testing.assert_array_equal(got_x, want_x)  # Each feature belongs to its label.
+    first, second = (np.concatenate([y for _, y in got[i : i + steps]]) for i in (0, steps))
+    assert sorted(first) == list(labels) and not np.array_equal(first, second)
 
 
 def test_each_epoch_reads_the_next_augmented_pass():
     labels = np.array([0, 1, 0], "int32")
     passes = np.stack([np.full((3, 1), p, "float32") for p in range(3)])
     cache = FeatureCache(passes, labels, "memory")
-    cycle = _CyclePasses(cache)
-    seen = []
-    for epoch in range(5):
-        cycle.on_epoch_begin(epoch)
-        seen.append(int(next(cache.dataset(batch_size=3).as_numpy_iterator())[0][0, 0]))
-    assert seen == [0, 1, 2, 0, 1]
+    features, steps = cache.epoch_dataset(batch_size=3, initial_epoch=1, epochs=6)
+    assert steps == 1
+    assert [int(x[0, 0]) for x, _ in features.as_numpy_iterator()] == [1, 2, 0, 1, 2]
+
+
+def test_augmented_passes_hold_other_versions_of_the_images(data):
+    model = tl.build_model("vgg16", num_classes=3, image_size=32, weights=None, dense_units=8)
+    bottom, _ = split_model(model, num_blocks=1)
+    with cache_features(bottom, data, "train", passes=2, augment="strong") as augmented:
+        first, second = augmented.features
+        assert not np.allclose(first, second, atol=1e-3)
+    with cache_features(bottom, data, "train", passes=2) as plain:
+        np.testing.assert_array_equal(plain.features[0], plain.features[1])
 
 
 def test_callbacks_see_the_end_to_end_model_and_can_stop_training(data, tmp_path):
@@ -202,9 +263,7 @@ def test_mixed_float16_top_scales_the_loss():
 def test_when_train_caches():
     none, light = tl.get_augmentation("none"), tl.get_augmentation("light")
     config = TrainConfig("data")
-    assert _cache_passes(config, none) == 0, "off by default: end to end, checkpointed"
-    config.cache = "auto"
-    assert _cache_passes(config, none) == 1
+    assert config.cache == "auto" and _cache_passes(config, none) == 1, "cached by default"
     assert _cache_passes(config, light) == 0, "augmenting trains end to end by default"
     config.augment_passes = 3
     assert _cache_passes(config, light) == 3
@@ -235,7 +294,7 @@ def test_cli_speed_options_reach_the_config():
     )
     assert (args.precision, args.jit_compile, args.cache) == ("mixed_bfloat16", False, "disk")
     plain = build_parser().parse_args(["train", "data"])
-    assert (plain.precision, plain.jit_compile, plain.cache) == ("float32", "auto", "off")
+    assert (plain.precision, plain.jit_compile, plain.cache) == ("float32", "auto", "auto")
     assert plain.augment_passes == 0
 
 

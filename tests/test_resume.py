@@ -174,6 +174,7 @@ def test_nan_loss_keeps_the_last_checkpoint_and_resumes_with_a_lower_rate(
     train_module = importlib.import_module("tlkeras.train")  # tlkeras.train is the function.
     monkeypatch.setattr(train_module, "epoch_dataset", epoch_dataset_with_a_nan_in_epoch_2)
     settings = {**SETTINGS, "epochs": 2, "fine_tune_epochs": 0, "learning_rate": 0.01}
+    settings["cache"] = "off"  # The images go through the poisoned epoch_dataset.
     config = tl.TrainConfig(data_dir, out=str(tmp_path / "run"), **settings)
     with pytest.raises(TrainingDivergedError) as error:
         tl.train(config)

@@ -177,19 +177,19 @@ def _add_speed_options(p) -> None:
     )
     speed.add_argument(
         "--cache",
-        default="off",
+        default="auto",
         choices=CACHE_MODES,
-        help="auto|memory|disk: run the frozen layers once and train on their cached output, "
-        "many times faster but with no per-epoch checkpoint; off: end to end, checkpointed "
-        "every epoch (default: %(default)s)",
+        help="auto|memory|disk: run the frozen layers once and train on their cached output "
+        "(same result, many times faster; auto keeps it in memory when it fits, else on disk); "
+        "off: run the whole model every epoch (default: %(default)s)",
     )
     speed.add_argument(
         "--augment-passes",
         type=int,
         default=0,
         metavar="K",
-        help="with augmentation on: 0 trains end to end, K caches K augmented passes "
-        "(default: %(default)s)",
+        help="with augmentation on: 0 trains end to end, K caches K augmented versions of "
+        "every training image (default: %(default)s)",
     )
 
 

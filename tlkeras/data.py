@@ -415,6 +415,48 @@ def sample_per_class(data_dir, out_dir, *, num_per_class: int, seed: int = 0) ->
     return os.fspath(out_dir)
 
 
+def epoch_batches(
+    num_images: int,
+    *,
+    batch_size: int = 32,
+    seed: int = 0,
+    initial_epoch: int = 0,
+    epochs: int = 1,
+) -> tf.data.Dataset:
+    """The shuffled batches of indices of each epoch, as `(epoch, indices)` pairs.
+
+    Epoch `e` is `stateless_shuffle(range(num_images), seed=(seed, e))` cut into batches, so
+    the order depends only on `(seed, e)`: a run resumed at epoch 5 sees the batches an
+    uninterrupted run would. `epoch_dataset` gathers images with these indices, and
+    `tlkeras.features.FeatureCache` gathers cached features with the same ones, so plain and
+    cached training visit the images in the same order.
+
+    Args:
+        num_images: How many images the split has.
+        batch_size: Indices per batch. Defaults to 32.
+        seed: Shuffle seed. Defaults to 0.
+        initial_epoch: The first epoch (0-based) the dataset holds. Defaults to 0.
+        epochs: The epoch to stop before, as in `model.fit`. Defaults to 1.
+
+    Returns:
+        A `tf.data.Dataset` of `(epoch, indices)`: an int64 scalar and an int32 vector.
+
+    Example:
+        >>> [(int(e), i.tolist()) for e, i in epoch_batches(3, batch_size=2).as_numpy_iterator()]
+        [(0, [2, 0]), (0, [1])]
+    """
+    _check_batch_size(batch_size)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_images), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        return batches.map(lambda indices: (epoch, indices))
+
+    return tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+
+
 def epoch_dataset(
     images: np.ndarray,
     labels: np.ndarray,
@@ -428,10 +470,10 @@ def epoch_dataset(
     """Shuffled training batches whose order in epoch `e` depends only on `(seed, e)`.
 
     `make_dataset(shuffle=True)` reshuffles from a hidden random state, so a run restarted at
-    epoch 5 would see epoch 1's order again. Here epoch `e` is always
-    `stateless_shuffle(range(num_images), seed=(seed, e))`, so a resumed run sees exactly the
-    batches an uninterrupted run would. The dataset holds the epochs from `initial_epoch` to
-    `epochs` one after the other; give `model.fit` the returned `steps_per_epoch`.
+    epoch 5 would see epoch 1's order again. Here the batches are those of `epoch_batches`, so a
+    resumed run sees exactly the batches an uninterrupted run would. The dataset holds the
+    epochs from `initial_epoch` to `epochs` one after the other; give `model.fit` the
+    returned `steps_per_epoch`.
 
     Args:
         images: uint8 array `(num_images, height, width, 3)`.
@@ -454,21 +496,15 @@ def epoch_dataset(
         ...                                 initial_epoch=3, epochs=10)
         >>> model.fit(train_ds, steps_per_epoch=steps, initial_epoch=3, epochs=10)
     """
-    _check_batch_size(batch_size)
-    num_images = len(images)
     images, labels = tf.constant(images), tf.constant(labels, dtype=tf.int32)
 
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(num_images), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-        )
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-
-    def gather(indices):
+    def gather(epoch, indices):
         return tf.cast(tf.gather(images, indices), tf.float32), tf.gather(labels, indices)
 
-    dataset = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+    dataset = epoch_batches(
+        len(images), batch_size=batch_size, seed=seed, initial_epoch=initial_epoch, epochs=epochs
+    )
     dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:
         dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
-    return dataset.prefetch(tf.data.AUTOTUNE), -(-num_images // batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE), -(-len(images) // batch_size)

@@ -20,13 +20,14 @@ included, and it predicts what the top predicted on the features.
 
 This is exact, not an approximation: the frozen part runs in inference mode (BatchNorm uses
 its moving statistics and is never trained), so its output for an image never changes. The
-features are even visited in the same order as `Data.dataset("train")` visits the images
-(the same tf.data shuffle and seed), so a cached run follows the plain run's training path.
+features are visited in the order `tlkeras.data.epoch_dataset` visits the images (the same
+`(seed, epoch)` shuffle), so a cached run follows the plain run's training path, and a run
+resumed from a checkpoint follows an uninterrupted one.
 
 With random augmentation the frozen part would see a different image every epoch, so one
-cache is no longer exact. `passes=K` caches K passes over the training pipeline (K augmented
-versions of every image) and epoch `e` trains on pass `e mod K`; `tlkeras.train` instead
-trains end to end when augmentation is on, unless `TrainConfig.augment_passes` asks for K.
+cache is no longer exact. `passes=K` with `augment=...` caches K augmented versions of every
+training image and epoch `e` trains on version `e mod K`; `tlkeras.train` instead trains end
+to end when augmentation is on, unless `TrainConfig.augment_passes` asks for K.
 
 Example:
     >>> data = load_data("data_samples/digits", image_size=32)
@@ -37,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -49,8 +51,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tlkeras.augment import augmentation_layer
 from tlkeras.backbones import layer_blocks
-from tlkeras.data import Data
+from tlkeras.data import Data, epoch_batches
+from tlkeras.distribute import shard_by_data
 from tlkeras.model import (
     backbone_of,
     compile_model,
@@ -109,8 +113,9 @@ def split_model(model: keras.Model, num_blocks: int = 0) -> tuple[keras.Model, k
     """
     base = get_base(model)
     pool = model.get_layer("pool")
-    # Build the parts in the model's precision, so that Keras scales the loss under float16.
-    with precision_scope(model.dtype_policy.name):
+    # Build the parts in the model's precision, so that Keras scales the loss under float16,
+    # and in its strategy's scope, so that they train on the same devices.
+    with precision_scope(model.dtype_policy.name), _scope_of(model):
         if num_blocks == 0:
             bottom = keras.Model(model.input, pool.output, name="bottom")
             return bottom, keras.Model(pool.output, model.output, name="top")
@@ -208,7 +213,6 @@ class FeatureCache:
         storage: `"memory"` or `"disk"`.
         path: The file behind a disk cache, else None.
         seconds: How long computing the features took.
-        current_pass: Which pass `dataset()` reads; `fit` advances it every epoch.
     """
 
     features: np.ndarray
@@ -216,7 +220,6 @@ class FeatureCache:
     storage: str
     path: str | None = None
     seconds: float = 0.0
-    current_pass: int = 0
 
     @property
     def num_images(self) -> int:
@@ -230,28 +233,45 @@ class FeatureCache:
     def nbytes(self) -> int:
         return self.features.nbytes
 
-    def dataset(self, *, batch_size: int, shuffle: bool = False, seed: int = 0):
-        """A tf.data pipeline of `(features, labels)` batches of the current pass.
+    def dataset(self, *, batch_size: int) -> tf.data.Dataset:
+        """`(features, labels)` batches of the first pass, in the order of the images."""
+        indices = tf.data.Dataset.range(self.num_images).batch(batch_size)
+        return self._gather(indices.map(lambda batch: (tf.constant(0, tf.int64), batch)))
 
-        With `shuffle`, the order is the one `tlkeras.data.make_dataset` gives the images
-        with the same `seed`: the same tf.data shuffle over the same number of elements.
-        Only the indices go through tf.data; each batch is gathered from the array, so a
-        disk cache is read a batch at a time and an in-memory one is never copied whole.
+    def epoch_dataset(
+        self, *, batch_size: int, seed: int = 0, initial_epoch: int = 0, epochs: int = 1
+    ) -> tuple[tf.data.Dataset, int]:
+        """Shuffled training batches, epoch after epoch, like `tlkeras.data.epoch_dataset`.
+
+        Epoch `e` visits the features in the order `epoch_dataset` visits the images (the
+        same `(seed, e)` shuffle), and reads pass `e mod passes`. Only the indices go
+        through tf.data; each batch is gathered from the array, so a disk cache is read a
+        batch at a time and an in-memory one is never copied whole.
+
+        Returns:
+            `(dataset, steps_per_epoch)`, for `fit(..., steps_per_epoch=steps_per_epoch)`.
         """
-        indices = tf.data.Dataset.range(self.num_images)
-        if shuffle:
-            indices = indices.shuffle(self.num_images, seed=seed, reshuffle_each_iteration=True)
+        batches = epoch_batches(
+            self.num_images,
+            batch_size=batch_size,
+            seed=seed,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+        )
+        return self._gather(batches), -(-self.num_images // batch_size)
+
+    def _gather(self, batches: tf.data.Dataset) -> tf.data.Dataset:
         dtype = tf.as_dtype(self.features.dtype)
         shape = (None, *self.features.shape[2:])
 
-        def gather(batch):
-            return self.features[self.current_pass][batch], self.labels[batch]
+        def gather(epoch, indices):
+            return self.features[epoch % self.passes][indices], self.labels[indices]
 
-        def load(batch):
-            features, labels = tf.numpy_function(gather, [batch], (dtype, tf.int32))
+        def load(epoch, indices):
+            features, labels = tf.numpy_function(gather, [epoch, indices], (dtype, tf.int32))
             return tf.ensure_shape(features, shape), tf.ensure_shape(labels, (None,))
 
-        return indices.batch(batch_size).map(load).prefetch(tf.data.AUTOTUNE)
+        return batches.map(load).prefetch(tf.data.AUTOTUNE)
 
     def close(self) -> None:
         """Frees the features and deletes a disk cache's file."""
@@ -297,6 +317,7 @@ def cache_features(
     split: str = "train",
     *,
     passes: int = 1,
+    augment=None,
     storage: str = "auto",
     directory=None,
 ) -> FeatureCache:
@@ -308,8 +329,10 @@ def cache_features(
         bottom: The first model `split_model` returns.
         data: Decoded images from `tlkeras.load_data`.
         split: `"train"`, `"val"` or `"test"`. Defaults to `"train"`.
-        passes: How many passes over the images to cache. Only useful when the split's
-            pipeline augments at random: each pass then holds other versions. Defaults to 1.
+        passes: How many passes over the images to cache. Only useful with `augment`: each
+            pass then holds other random versions of the images. Defaults to 1.
+        augment: Augmentation of the training images, as `Data.dataset` takes it (`"light"`,
+            a `tlkeras.augment.Augmentation`, a Keras layer), or `None`. Defaults to `None`.
         storage: `"auto"`, `"memory"` or `"disk"`; see `choose_storage`. Defaults to `"auto"`.
         directory: Where a disk cache goes; defaults to the system's temporary folder
             (`TMPDIR`).
@@ -356,11 +379,12 @@ def cache_features(
         input_signature=[tf.TensorSpec((None, *images.shape[1:]), tf.float32)],
         jit_compile=bottom.jit_compile,
     )
+    augment = augmentation_layer(augment, seed=data.seed)  # One layer: other draws each pass.
     start = time.perf_counter()
     try:
         for index in range(passes):
             done = 0
-            for batch, _ in data.dataset(split, shuffle=False):
+            for batch, _ in data.dataset(split, shuffle=False, augment=augment):
                 out = forward(batch).numpy()
                 features[index, done : done + len(out)] = out
                 done += len(out)
@@ -428,15 +452,29 @@ class _OnModel(keras.callbacks.Callback):
         self._forward("on_test_batch_end", batch, logs)
 
 
-class _CyclePasses(keras.callbacks.Callback):
-    """Epoch `e` trains on cached pass `e mod passes`."""
+def _compile_with_the_model(top: keras.Model, model: keras.Model, **options) -> None:
+    """Compiles `top`, and `model` with the same optimizer, built for the model's variables.
 
-    def __init__(self, cache: FeatureCache):
-        super().__init__()
-        self._cache = cache
+    The two share their trainable variables, so one optimizer serves both: the end-to-end
+    model's checkpoints (`model.save_weights`) then hold the optimizer state that trains the
+    top, and it is built in the order of `model.trainable_variables` whether training starts
+    or resumes, so a checkpoint loads back into the same slots.
+    """
+    compile_model(top, **options)
+    with _scope_of(model):
+        top.optimizer.build(model.trainable_variables)
+        model.compile(
+            optimizer=top.optimizer,
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=options.get("jit_compile", "auto"),
+        )
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._cache.current_pass = epoch % self._cache.passes
+
+def _scope_of(model: keras.Model):
+    """The scope of the `tf.distribute` strategy the model was built in (TensorFlow only)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 def _fit_top(
@@ -449,7 +487,9 @@ def _fit_top(
     learning_rate,
     patience,
     callbacks,
+    class_weight,
     passes,
+    augment,
     storage,
     jit_compile,
 ):
@@ -458,17 +498,17 @@ def _fit_top(
     bottom, top = split_model(model, num_blocks)
     if jit_compile != "auto":
         bottom.jit_compile = jit_compile
-    train_cache = cache_features(bottom, data, "train", passes=passes, storage=storage)
+    train_cache = cache_features(
+        bottom, data, "train", passes=passes, augment=augment, storage=storage
+    )
     val_cache = None
     try:
         validation_data = None
         if "val" in data.arrays:
             val_cache = cache_features(bottom, data, "val", storage=storage)
-            validation_data = val_cache.dataset(batch_size=data.batch_size)
-        compile_model(top, learning_rate=learning_rate, jit_compile=jit_compile)
-        fit_callbacks = [_CyclePasses(train_cache)]
-        if callbacks:
-            fit_callbacks.append(_OnModel(callbacks, model))
+            validation_data = shard_by_data(val_cache.dataset(batch_size=data.batch_size))
+        _compile_with_the_model(top, model, learning_rate=learning_rate, jit_compile=jit_compile)
+        fit_callbacks = [_OnModel(callbacks, model)] if callbacks else []
         if patience and validation_data is not None:
             # On the top, whose weights are the model's trainable ones: a cheaper restore.
             fit_callbacks.append(
@@ -476,27 +516,27 @@ def _fit_top(
                     monitor="val_loss", patience=patience, restore_best_weights=True
                 )
             )
+        train_data, steps = train_cache.epoch_dataset(
+            batch_size=data.batch_size,
+            seed=data.seed,
+            initial_epoch=initial_epoch,
+            epochs=initial_epoch + epochs,
+        )
         history = top.fit(
-            train_cache.dataset(batch_size=data.batch_size, shuffle=True, seed=data.seed),
+            shard_by_data(train_data),
             validation_data=validation_data,
             epochs=initial_epoch + epochs,
             initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
             callbacks=fit_callbacks,
-            shuffle=False,  # The training dataset reshuffles itself every epoch.
+            class_weight=class_weight,
+            shuffle=False,  # The training dataset shuffles every epoch itself.
             verbose="auto" if sys.stdout.isatty() else 2,  # One line per epoch in logs.
         )
     finally:
         train_cache.close()
         if val_cache is not None:
             val_cache.close()
-    # Leave the end-to-end model compiled as train_head leaves it, with the optimizer (and
-    # its state) that trained the top: the model's trainable weights are the top's.
-    model.compile(
-        optimizer=top.optimizer,
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
     return history.history
 
 
@@ -508,7 +548,10 @@ def train_head_cached(
     learning_rate: float = 1e-3,
     patience: int = 0,
     callbacks=None,
+    class_weight: dict[int, float] | None = None,
+    initial_epoch: int = 0,
     passes: int = 1,
+    augment=None,
     storage: str = "auto",
     jit_compile="auto",
 ) -> dict[str, list[float]]:
@@ -526,9 +569,15 @@ def train_head_cached(
         patience: Stop after this many epochs without a better `val_loss` and restore the
             best weights; 0 never stops early. Defaults to 0.
         callbacks: Extra Keras callbacks. Their `self.model` is the end-to-end `model`, so a
-            `ModelCheckpoint` saves a model that takes images.
-        passes: Passes over the training pipeline to cache; more than 1 only helps when it
-            augments at random (epoch `e` uses pass `e mod passes`). Defaults to 1.
+            `ModelCheckpoint` saves a model that takes images, and its optimizer is the one
+            training the top, so `tlkeras.checkpoints.EpochCheckpoint` can resume it.
+        class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
+        initial_epoch: The epoch to start at, when resuming. Defaults to 0.
+        passes: Augmented versions of every training image to cache; epoch `e` trains on
+            version `e mod passes`. More than 1 only helps with `augment`. Defaults to 1.
+        augment: Augmentation of the training images (`"light"`, `"strong"`, a
+            `tlkeras.augment.Augmentation` or a Keras layer), applied once per pass, or
+            `None`. Defaults to `None`.
         storage: Keep the features in `"memory"`, on `"disk"`, or decide from their size
             (`"auto"`, see `choose_storage`). Defaults to `"auto"`.
         jit_compile: XLA-compile the forward pass and the training step: `True`, `False`, or
@@ -546,11 +595,13 @@ def train_head_cached(
         data,
         num_blocks=0,
         epochs=epochs,
-        initial_epoch=0,
+        initial_epoch=initial_epoch,
         learning_rate=learning_rate,
         patience=patience,
         callbacks=callbacks,
+        class_weight=class_weight,
         passes=passes,
+        augment=augment,
         storage=storage,
         jit_compile=jit_compile,
     )
@@ -566,7 +617,9 @@ def fine_tune_cached(
     initial_epoch: int = 0,
     patience: int = 0,
     callbacks=None,
+    class_weight: dict[int, float] | None = None,
     passes: int = 1,
+    augment=None,
     storage: str = "auto",
     jit_compile="auto",
 ) -> dict[str, list[float]]:
@@ -586,7 +639,10 @@ def fine_tune_cached(
         initial_epoch: Where the epoch count continues from (stage 1's epoch count).
         patience: Early-stopping patience on `val_loss`; 0 never stops early.
         callbacks: Extra Keras callbacks; their `self.model` is the end-to-end `model`.
-        passes: Passes over the training pipeline to cache; see `train_head_cached`.
+        class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
+        passes: Augmented versions of every training image to cache; see
+            `train_head_cached`.
+        augment: Augmentation of the training images; see `train_head_cached`.
         storage: `"auto"`, `"memory"` or `"disk"`; see `choose_storage`.
         jit_compile: `True`, `False` or `"auto"`; see `train_head_cached`.
 
@@ -606,7 +662,9 @@ def fine_tune_cached(
         learning_rate=learning_rate,
         patience=patience,
         callbacks=callbacks,
+        class_weight=class_weight,
         passes=passes,
+        augment=augment,
         storage=storage,
         jit_compile=jit_compile,
     )

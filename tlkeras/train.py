@@ -243,12 +243,13 @@ class TrainConfig:
         precision: `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`; see
             `tlkeras.precision`.
         jit_compile: XLA compilation: True, False or `"auto"` (on with a GPU, off on a CPU).
-        cache: `"off"` (the default) trains end to end with a checkpoint every epoch.
-            `"auto"`, `"memory"` or `"disk"` run the frozen part once and train the rest on
-            its cached output (`tlkeras.features`), many times faster; those stages write
-            no per-epoch checkpoint, so a killed run restarts them.
-        augment_passes: With augmentation and a cache: 0 trains end to end; K caches K
-            augmented passes over the training images.
+        cache: `"auto"` (the default), `"memory"` or `"disk"` run the frozen part of the
+            model once and train the rest on its cached output (`tlkeras.features`), many
+            times faster and with the same result; `"auto"` keeps the cache in memory when
+            it fits in half the free memory, else on disk. `"off"` runs the whole model
+            every epoch. Both checkpoint every epoch.
+        augment_passes: With augmentation and a cache: 0 (the default) trains end to end;
+            K caches K augmented versions of every training image.
     """
 
     data_dir: str
@@ -288,7 +289,7 @@ class TrainConfig:
     # Speed: precision, XLA and cached features (tlkeras.precision, tlkeras.features).
     precision: str = "float32"
     jit_compile: bool | str = "auto"
-    cache: str = "off"
+    cache: str = "auto"
     augment_passes: int = 0
 
 
@@ -363,28 +364,10 @@ def _run_stage(
     augment,
     class_weight,
 ) -> None:
-    """Runs what is left of one stage, checkpointing every epoch."""
-    passes = _cache_passes(config, augment)
-    if passes:
-        _run_cached_stage(stage, model, data, state, config, interrupt, learning_rate, passes)
-        return
+    """Runs what is left of one stage, checkpointing every epoch, cached or end to end."""
     planned = config.epochs if stage == 1 else config.fine_tune_epochs
     initial_epoch = state.stage_start(stage) + state.epochs_in(stage)
     epochs = state.remaining_epochs(stage, planned)
-    images, labels = data.arrays["train"]
-    train_ds, steps = epoch_dataset(
-        images,
-        labels,
-        batch_size=data.batch_size,  # The global batch: per replica x replicas.
-        seed=config.seed,
-        initial_epoch=initial_epoch,
-        epochs=initial_epoch + epochs,
-        augment=augmentation_layer(augment, seed=config.seed),
-    )
-    train_ds, val_ds = (
-        distribute.shard_by_data(train_ds),
-        distribute.shard_by_data(data.dataset("val")),
-    )
     early_stopping = None
     if config.patience:
         early_stopping = checkpoints.ResumableEarlyStopping(
@@ -407,50 +390,36 @@ def _run_stage(
     ]
     options = dict(epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks)
     options.update(class_weight=class_weight, jit_compile=config.jit_compile)
-    warn_if_xla_is_slow(model, config.jit_compile)
-    options.update(patience=0, steps_per_epoch=steps)  # Early stopping is in callbacks.
-    if stage == 1:
-        train_head(model, train_ds, val_ds, learning_rate=learning_rate, **options)
-    else:
-        fine_tune(
-            model,
-            train_ds,
-            val_ds,
-            unfreeze=config.unfreeze,
-            learning_rate=learning_rate,
-            **options,
-        )
-
-
-def _run_cached_stage(stage, model, data, state, config, interrupt, learning_rate, passes):
-    """Runs one stage on cached features (`tlkeras.features`); see `TrainConfig.cache`.
-
-    The model being fit is the part above the frozen layers, so the per-epoch checkpoint
-    callbacks, which save whole models, are left out; the history is still recorded.
-    """
-    options = dict(
-        data=data,
-        learning_rate=learning_rate,
-        patience=config.patience,
-        callbacks=[StopOnNaN(), interrupt],
-        passes=passes,
-        storage=config.cache,
-        jit_compile=config.jit_compile,
+    options.update(learning_rate=learning_rate, patience=0)  # Early stopping is in callbacks.
+    passes = _cache_passes(config, augment)
+    if passes and epochs:  # Run the frozen part once; train the rest on its cached output.
+        options.update(data=data, passes=passes, storage=config.cache)
+        options.update(augment=augment if augment.enabled else None)
+        if stage == 1:
+            train_head_cached(model, **options)
+        else:
+            fine_tune_cached(model, unfreeze=config.unfreeze, **options)
+        return
+    images, labels = data.arrays["train"]
+    train_ds, steps = epoch_dataset(
+        images,
+        labels,
+        batch_size=data.batch_size,  # The global batch: per replica x replicas.
+        seed=config.seed,
+        initial_epoch=initial_epoch,
+        epochs=initial_epoch + epochs,
+        augment=augmentation_layer(augment, seed=config.seed),
     )
-    while len(state.histories) < stage:
-        state.histories.append({})
+    train_ds, val_ds = (
+        distribute.shard_by_data(train_ds),
+        distribute.shard_by_data(data.dataset("val")),
+    )
+    warn_if_xla_is_slow(model, config.jit_compile)
+    options.update(steps_per_epoch=steps)
     if stage == 1:
-        history = train_head_cached(model, epochs=config.epochs, **options)
+        train_head(model, train_ds, val_ds, **options)
     else:
-        initial_epoch = len(state.histories[0].get("loss", []))
-        history = fine_tune_cached(
-            model,
-            epochs=config.fine_tune_epochs,
-            unfreeze=config.unfreeze,
-            initial_epoch=initial_epoch,
-            **options,
-        )
-    state.histories[stage - 1] = history
+        fine_tune(model, train_ds, val_ds, unfreeze=config.unfreeze, **options)
 
 
 def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
@@ -469,6 +438,36 @@ def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
         fix = "free some disk space" if error.errno in DISK_FULL else "fix that"
         return f"{what} {kept}; {fix}, then {step}."
     return f"{error} {kept}; to continue, {step}."
+
+
+def _worker_folder(run_dir, *, resume: bool) -> str:
+    """A non-chief worker's scratch run folder; to resume, it starts from the chief's checkpoint.
+
+    Every worker must resume from the same epoch with the same weights, so a worker copies
+    the chief's `state.json`, `split.json` and the files the state names. The run folder must
+    therefore be on storage every worker reads (a shared file system), as for Keras'
+    `BackupAndRestore`.
+    """
+    folder = tempfile.mkdtemp(prefix="tlkeras-worker-")
+    if not resume:
+        return folder
+    source = checkpoints.checkpoint_dir(run_dir)
+    try:
+        state = checkpoints.load_state(run_dir)
+    except ValueError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ValueError(
+            f"This worker cannot read the chief's checkpoint in {source!r}. A multi-worker run "
+            "resumes from the chief's run folder, so --out must be a folder every worker "
+            f"reads (a shared file system). Received: out={os.fspath(run_dir)!r}"
+        ) from None
+    target = checkpoints.checkpoint_dir(folder)
+    os.makedirs(target)
+    names = [runs.STATE_FILE, checkpoints.SPLIT_FILE, state.weights]
+    names.append((state.early_stopping or {}).get("weights"))
+    for name in filter(None, names):
+        shutil.copy2(os.path.join(source, name), os.path.join(target, name))
+    return folder
 
 
 @forget_traced_gradients()  # Frees what TensorFlow keeps of each run (see tlkeras.memory).
@@ -501,7 +500,8 @@ def train(config: TrainConfig) -> runs.Run:
 
     `config.strategy` spreads training over several GPUs or machines (`tlkeras.distribute`).
     In a multi-worker job only the chief writes the run folder; on the other workers the
-    returned `Run` holds the same trained model and `path` names the chief's folder.
+    returned `Run` holds the same trained model and `path` names the chief's folder. To
+    resume a multi-worker run, every worker must read the chief's run folder (shared storage).
 
     Args:
         config: A `TrainConfig`.
@@ -532,7 +532,7 @@ def train(config: TrainConfig) -> runs.Run:
     )
     # Only the chief writes the run folder; other workers write to a scratch folder.
     chief, run_dir = distribute.is_chief(strategy), config.out
-    out = run_dir if chief else tempfile.mkdtemp(prefix="tlkeras-worker-")
+    out = run_dir if chief else _worker_folder(run_dir, resume=config.resume)
     config = dataclasses.replace(config, out=out)
     augmentation = get_augmentation(
         config.augment,
@@ -554,8 +554,8 @@ def train(config: TrainConfig) -> runs.Run:
         config.out, settings=settings, resume=config.resume, overwrite=config.overwrite
     )
     if state.finished:
-        print(f"The run in {config.out} has already finished; loading it.")
-        return runs.load_run(config.out)
+        print(f"The run in {run_dir} has already finished; loading it.")
+        return runs.load_run(run_dir)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
