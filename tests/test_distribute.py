@@ -251,3 +251,29 @@ def test_two_workers_killed_mid_run_resume_to_the_uninterrupted_result(tmp_path)
     for key in (k for k in reference["arrays"] if k.startswith("weight_")):
         np.testing.assert_allclose(chief["arrays"][key], reference["arrays"][key], atol=1e-6)
         np.testing.assert_array_equal(worker["arrays"][key], chief["arrays"][key])
+
+
+def test_a_worker_that_cannot_read_the_chiefs_checkpoint_says_so(tmp_path):
+    from tlkeras.train import _worker_folder
+
+    with pytest.raises(ValueError, match=r"cannot read the chief's checkpoint.*shared file"):
+        _worker_folder(tmp_path / "elsewhere", resume=True)
+
+
+def test_a_resuming_worker_copies_what_the_chiefs_state_names(tmp_path):
+    from tlkeras import checkpoints
+    from tlkeras.train import _worker_folder
+
+    run_dir = tmp_path / "run"
+    folder = Path(checkpoints.checkpoint_dir(run_dir))
+    folder.mkdir(parents=True)
+    state = checkpoints.TrainingState(
+        settings={}, stage=1, epoch=2, weights="epoch_0002.weights.h5"
+    )
+    checkpoints.save_state(run_dir, state)
+    for name in ("split.json", "epoch_0002.weights.h5", "epoch_0001.weights.h5"):
+        (folder / name).write_text(name)
+    worker = Path(_worker_folder(run_dir, resume=True))
+    copied = sorted(p.name for p in (worker / "checkpoint").iterdir())
+    assert copied == ["epoch_0002.weights.h5", "split.json", "state.json"]
+    assert checkpoints.load_state(worker).epoch == 2
