@@ -83,6 +83,24 @@ def plain_recipe_model(num_classes: int, image_size: int, weights):
     return keras.Model(inputs, outputs)
 
 
+def _epoch_timer():
+    """A Keras callback that records how long every epoch took (validation included)."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
 def _plain_datasets(data, epochs: int):
     """The same batches in the same order as tlkeras, preprocessed by preprocess_input.
 
@@ -139,6 +157,7 @@ def run_job(job: dict) -> dict:
     num_train, num_val = len(data.arrays["train"][0]), len(data.arrays["val"][0])
     result = {**job, "num_train": num_train, "num_val": num_val, "rss_before_mib": _rss_mib()}
     epochs, stage = job["epochs"], job["stage"]
+    timer = _epoch_timer()
     start, start_cpu = time.perf_counter(), _cpu_seconds()
     if job["recipe"] == "plain":
         train_ds, val_ds, steps = _plain_datasets(data, epochs)
@@ -154,12 +173,21 @@ def run_job(job: dict) -> dict:
             metrics=["accuracy"],
         )
         history = plain.fit(
-            train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, verbose=0
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            callbacks=[timer],
+            verbose=0,
         ).history
     elif stage == 1:
-        history = train_head_cached(model, data, epochs=epochs, learning_rate=1e-3)
+        history = train_head_cached(
+            model, data, epochs=epochs, learning_rate=1e-3, callbacks=[timer]
+        )
     else:
-        history = fine_tune_cached(model, data, epochs=epochs, unfreeze=1, learning_rate=1e-5)
+        history = fine_tune_cached(
+            model, data, epochs=epochs, unfreeze=1, learning_rate=1e-5, callbacks=[timer]
+        )
     seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - start_cpu
     peak_rss_mib = _peak_rss_mib()  # Before the forward-pass measurement below.
     if job.get("weights_out"):
@@ -171,6 +199,9 @@ def run_job(job: dict) -> dict:
         seconds=seconds,
         cpu_seconds=cpu_seconds,
         images_per_second=epochs * num_train / seconds,
+        # An epoch once the graphs are traced (the median of epochs 2 onwards): what every
+        # further epoch costs, so plain/tlkeras of it is the speed-up many epochs approach.
+        epoch_seconds=statistics.median(timer.seconds[1:] or timer.seconds),
         val_accuracy=history["val_accuracy"][-1],
         peak_rss_mib=peak_rss_mib,
         features_mib=float(feature_bytes) * (num_train + num_val) / 2**20,
@@ -271,9 +302,17 @@ def report(results: list[dict], args) -> str:
         f"medians of {args.repeats} run(s).",
         "",
         _row(
-            "stage", "precision", "recipe", "wall s", "CPU s", "train img/s", "peak MiB", "val acc"
+            "stage",
+            "precision",
+            "recipe",
+            "wall s",
+            "CPU s",
+            "s per later epoch",
+            "train img/s",
+            "peak MiB",
+            "val acc",
         ),
-        _row("---", "---", "---", "---:", "---:", "---:", "---:", "---:"),
+        _row("---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:"),
     ]
     checks = []  # (description, met)
     for stage in args.stages:
@@ -289,6 +328,7 @@ def report(results: list[dict], args) -> str:
                         name,
                         f"{m['seconds']:.1f}",
                         f"{m['cpu_seconds']:.1f}",
+                        f"{m['epoch_seconds']:.2f}",
                         f"{m['images_per_second']:.1f}",
                         f"{m['peak_rss_mib']:.0f}",
                         f"{m['val_accuracy']:.3f}",
@@ -296,6 +336,7 @@ def report(results: list[dict], args) -> str:
                 )
             speedup = plain["seconds"] / fast["seconds"]
             cpu_speedup = plain["cpu_seconds"] / fast["cpu_seconds"]
+            epoch_speedup = plain["epoch_seconds"] / fast["epoch_seconds"]
             gap = abs(plain["val_accuracy"] - fast["val_accuracy"]) * 100
             memory = fast["peak_rss_mib"] - plain["peak_rss_mib"]
             lines.append(
@@ -305,6 +346,7 @@ def report(results: list[dict], args) -> str:
                     "tlkeras vs plain",
                     f"{speedup:.1f}x faster",
                     f"{cpu_speedup:.1f}x less",
+                    f"{epoch_speedup:.1f}x faster",
                     "",
                     f"{memory:+.0f} (features {fast['features_mib']:.1f})",
                     f"{gap:.1f} points apart",
@@ -313,7 +355,8 @@ def report(results: list[dict], args) -> str:
             checks.append(
                 (
                     f"stage {stage}, {precision}: {speedup:.1f}x faster (CPU time: "
-                    f"{cpu_speedup:.1f}x), target {target:g}x",
+                    f"{cpu_speedup:.1f}x; a later epoch: {epoch_speedup:.1f}x), "
+                    f"target {target:g}x",
                     speedup >= target,
                 )
             )
