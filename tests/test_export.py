@@ -96,6 +96,21 @@ def test_int8_tflite_agrees_on_the_top_class(trained):
     assert export.read_tflite_metadata(result.path)["format"] == "tflite-int8"
 
 
+def test_agreement_is_also_reported_without_the_near_ties():
+    expected = [[0.70, 0.20, 0.10], [0.45, 0.40, 0.15], [0.10, 0.85, 0.05], [0.34, 0.33, 0.33]]
+    actual = [[0.65, 0.25, 0.10], [0.40, 0.45, 0.15], [0.10, 0.84, 0.06], [0.32, 0.33, 0.35]]
+    report = export.compare_probabilities(expected, actual)
+    assert report["num_images"] == 4
+    assert report["top1_agreement"] == 0.5  # Both flips are near-ties ...
+    assert report["near_tie_share"] == 0.5
+    assert report["top1_agreement_clear"] == 1.0  # ... and the clear images all agree.
+    assert report["max_abs_difference"] == pytest.approx(0.05)
+    flipped = export.compare_probabilities(expected, [[0.1, 0.8, 0.1], *actual[1:]])
+    assert flipped["top1_agreement_clear"] == 0.5
+    all_ties = export.compare_probabilities([[0.5, 0.5]], [[0.5, 0.5]])
+    assert all_ties["near_tie_share"] == 1.0 and all_ties["top1_agreement_clear"] is None
+
+
 def test_dynamic_range_tflite_agrees_on_the_top_class(trained, tmp_path):
     run, images, keras_probabilities = trained
     result = export.export_model(run, format="tflite-dynamic", out=tmp_path / "m.tflite")

@@ -591,7 +591,7 @@ def _add_export(commands) -> None:
 
 
 def _export(args) -> int:
-    from tlkeras.export import check_export, export_model, sample_images
+    from tlkeras.export import NEAR_TIE, check_export, export_model, sample_images
     from tlkeras.runs import load_run
 
     run = load_run(args.run_dir)
@@ -614,6 +614,12 @@ def _export(args) -> int:
             f"agrees on {report['top1_agreement']:.1%}, largest probability difference "
             f"{report['max_abs_difference']:.2g}."
         )
+        if report["top1_agreement"] < 1 and report["top1_agreement_clear"] is not None:
+            print(
+                f"{report['near_tie_share']:.0%} of them are near-ties (Keras' top two classes "
+                f"less than {NEAR_TIE} apart); on the others it agrees on "
+                f"{report['top1_agreement_clear']:.1%}."
+            )
     return 0
 
 

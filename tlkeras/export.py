@@ -283,9 +283,8 @@ def check_export(run: runs.Run, result: Export, images) -> dict:
         images: RGB images in [0, 255], `(num_images, height, width, 3)`.
 
     Returns:
-        `{"num_images", "max_abs_difference", "top1_agreement"}`: the largest difference
-        between the two sets of probabilities, and the share of images whose most probable
-        class is the same.
+        What `compare_probabilities` returns for the Keras model's probabilities and the
+        export's.
 
     Example:
         >>> check_export(run, result, sample_images(run, split="val"))["top1_agreement"]
@@ -293,11 +292,47 @@ def check_export(run: runs.Run, result: Export, images) -> dict:
     """
     images = np.asarray(images)
     expected = run.model.predict(images.astype("float32"), batch_size=64, verbose=0)
-    actual = exported_probabilities(result, images)
+    return compare_probabilities(expected, exported_probabilities(result, images))
+
+
+#: Top-two probabilities closer than this are a near-tie, which int8 rounding may flip.
+NEAR_TIE = 0.1
+
+
+def compare_probabilities(expected, actual, *, near_tie: float = NEAR_TIE) -> dict:
+    """Compares an export's class probabilities with the Keras model's, image by image.
+
+    Quantisation moves every probability a little, so it can only change the top class of
+    an image whose two most probable classes are close; the agreement on the other images
+    says whether the export is faithful, whatever the model's confidence.
+
+    Args:
+        expected: The Keras model's probabilities, `(num_images, num_classes)`.
+        actual: The export's probabilities, the same shape.
+        near_tie: Top-two gap (in probability) below which an image is a near-tie.
+            Defaults to `NEAR_TIE` (0.1).
+
+    Returns:
+        `{"num_images", "max_abs_difference", "top1_agreement", "near_tie_share",
+        "top1_agreement_clear"}`: the largest difference between the probabilities, the
+        share of images whose top class is the same, the share of near-ties, and the
+        agreement on the images that are not near-ties (`None` if every image is one).
+
+    Example:
+        >>> report = compare_probabilities([[0.9, 0.1], [0.5, 0.4]], [[0.8, 0.2], [0.4, 0.5]])
+        >>> report["top1_agreement"], report["near_tie_share"], report["top1_agreement_clear"]
+        (0.5, 0.5, 1.0)
+    """
+    expected, actual = np.asarray(expected, "float64"), np.asarray(actual, "float64")
+    agree = actual.argmax(1) == expected.argmax(1)
+    top_two = np.sort(expected, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] >= near_tie
     return {
-        "num_images": len(images),
+        "num_images": len(expected),
         "max_abs_difference": float(np.abs(actual - expected).max()),
-        "top1_agreement": float(np.mean(actual.argmax(1) == expected.argmax(1))),
+        "top1_agreement": float(agree.mean()),
+        "near_tie_share": float(1 - clear.mean()),
+        "top1_agreement_clear": float(agree[clear].mean()) if clear.any() else None,
     }
 
 
