@@ -557,9 +557,10 @@ def train_head_cached(
 ) -> dict[str, list[float]]:
     """Stage 1 on cached features: runs the frozen backbone once, then trains the head.
 
-    Gives the same model as `tlkeras.train_head` on `data.dataset("train")` and
-    `data.dataset("val")` (up to float rounding), in a fraction of the time: the backbone
-    runs once per image instead of once per image per epoch.
+    Gives the same model as `tlkeras.train_head` on the batches of
+    `tlkeras.data.epoch_dataset` (what `tlkeras.train` feeds it) and `data.dataset("val")`,
+    up to float rounding, in a fraction of the time: the backbone runs once per image
+    instead of once per image per epoch.
 
     Args:
         model: A model from `tlkeras.build_model`; its backbone is frozen first.
@@ -626,8 +627,8 @@ def fine_tune_cached(
     """Stage 2 from the boundary: caches the input of the unfrozen blocks, trains the rest.
 
     The frozen blocks below the boundary run once per image; every epoch then trains only
-    the unfrozen top blocks and the head. The result equals `tlkeras.fine_tune` on
-    `data.dataset("train")` from the same start, up to float rounding.
+    the unfrozen top blocks and the head. The result equals `tlkeras.fine_tune` on the
+    batches of `tlkeras.data.epoch_dataset` from the same start, up to float rounding.
 
     Args:
         model: A model whose head was trained (by `train_head` or `train_head_cached`).
