@@ -184,7 +184,9 @@ def test_training_batches_are_whole_so_batchnorm_never_sees_a_tiny_one():
 
     images = np.zeros((10, 4, 4, 3), dtype="uint8")
     labels = np.arange(10)
-    data = whole_batches(make_dataset(images, labels, batch_size=4, shuffle=True), batch_size=4)
+    shuffled = make_dataset(images, labels, batch_size=4, shuffle=True)
+    data = whole_batches(shuffled, batch_size=4, num_images=10)
+    assert data.cardinality() == 2  # Keras knows the length of an epoch.
     for _ in range(2):  # Each epoch drops a different remainder of 2.
         sizes = [len(y) for _, y in data]
         assert sizes == [4, 4]

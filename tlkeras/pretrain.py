@@ -37,6 +37,7 @@ import tempfile
 
 import h5py
 import keras
+import tensorflow as tf
 
 from tlkeras import runs
 from tlkeras.backbones import get_backbone
@@ -161,15 +162,18 @@ def build_pretrain_model(
     return keras.Model(inputs, outputs, name=MODEL_NAME_PREFIX + backbone.name)
 
 
-def whole_batches(dataset, *, batch_size: int):
+def whole_batches(dataset, *, batch_size: int, num_images: int):
     """Re-batches a training dataset so every batch is full, dropping a different remainder
     each epoch (the dataset reshuffles itself).
 
     BatchNormalization layers that train normalise by the statistics of each batch, and move
     their averages towards them; a last batch of 1 or 2 images would give noisy statistics,
-    and, as the last step of the epoch, leave them in the model.
+    and, as the last step of the epoch, leave them in the model. `num_images` (the images in
+    `dataset`) tells Keras how many batches an epoch has, which re-batching hides.
     """
-    return dataset.unbatch().batch(batch_size, drop_remainder=True).prefetch(2)
+    batches = dataset.unbatch().batch(batch_size, drop_remainder=True)
+    steps = tf.data.experimental.assert_cardinality(num_images // batch_size)
+    return batches.apply(steps).prefetch(2)
 
 
 def fit_whole_model(model, train_data, validation_data=None, *, epochs, learning_rate, patience):
@@ -254,9 +258,9 @@ def pretrain(config: PretrainConfig) -> runs.Run:
         dropout=config.dropout,
         weights_dir=config.weights_dir,
     )
-    train_data = data.dataset("train")
-    if len(data.arrays["train"][1]) >= config.batch_size:
-        train_data = whole_batches(train_data, batch_size=config.batch_size)
+    train_data, num_images = data.dataset("train"), len(data.arrays["train"][1])
+    if num_images >= config.batch_size:
+        train_data = whole_batches(train_data, batch_size=config.batch_size, num_images=num_images)
     history = fit_whole_model(
         model,
         train_data,
