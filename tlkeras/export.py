@@ -302,9 +302,9 @@ NEAR_TIE = 0.1
 def compare_probabilities(expected, actual, *, near_tie: float = NEAR_TIE) -> dict:
     """Compares an export's class probabilities with the Keras model's, image by image.
 
-    Quantisation moves every probability a little, so it can only change the top class of
-    an image whose two most probable classes are close; the agreement on the other images
-    says whether the export is faithful, whatever the model's confidence.
+    Quantisation moves every probability a little, so the top classes it changes are mostly
+    those of images whose two most probable classes are close. The agreement on the other
+    images says how faithful the export is, whatever the model's confidence.
 
     Args:
         expected: The Keras model's probabilities, `(num_images, num_classes)`.
