@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -60,6 +59,7 @@ from tlkeras.model import (
     compile_model,
     freeze_backbone,
     get_base,
+    strategy_scope,
     unfreeze_top_blocks,
 )
 from tlkeras.precision import precision_scope, warn_if_xla_is_slow
@@ -115,7 +115,7 @@ def split_model(model: keras.Model, num_blocks: int = 0) -> tuple[keras.Model, k
     pool = model.get_layer("pool")
     # Build the parts in the model's precision, so that Keras scales the loss under float16,
     # and in its strategy's scope, so that they train on the same devices.
-    with precision_scope(model.dtype_policy.name), _scope_of(model):
+    with precision_scope(model.dtype_policy.name), strategy_scope(model):
         if num_blocks == 0:
             bottom = keras.Model(model.input, pool.output, name="bottom")
             return bottom, keras.Model(pool.output, model.output, name="top")
@@ -461,20 +461,9 @@ def _compile_with_the_model(top: keras.Model, model: keras.Model, **options) -> 
     or resumes, so a checkpoint loads back into the same slots.
     """
     compile_model(top, **options)
-    with _scope_of(model):
+    with strategy_scope(model):
         top.optimizer.build(model.trainable_variables)
-        model.compile(
-            optimizer=top.optimizer,
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            jit_compile=options.get("jit_compile", "auto"),
-        )
-
-
-def _scope_of(model: keras.Model):
-    """The scope of the `tf.distribute` strategy the model was built in (TensorFlow only)."""
-    strategy = getattr(model, "distribute_strategy", None)
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+    compile_model(model, optimizer=top.optimizer, **options)
 
 
 def _fit_top(

@@ -293,22 +293,36 @@ def unfreeze_top_blocks(
     return [name for name in names if name in top]
 
 
-def compile_model(model: keras.Model, *, learning_rate: float, jit_compile="auto") -> None:
+def strategy_scope(model: keras.Model):
+    """The scope of the `tf.distribute` strategy `model` was built in (TensorFlow only).
+
+    Example:
+        >>> with strategy_scope(model):
+        ...     model.optimizer.build(model.trainable_variables)
+    """
+    strategy = getattr(model, "distribute_strategy", None)  # Only on the TensorFlow backend.
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def compile_model(
+    model: keras.Model, *, learning_rate: float, jit_compile="auto", optimizer=None
+) -> None:
     """Compiles with Adam, sparse categorical cross-entropy and accuracy.
 
     Call it after every change to `trainable`; Keras only picks the change up on compile.
     It compiles in the scope of the `tf.distribute` strategy the model was built in, so the
     optimizer and metrics live on the same devices as the model. `jit_compile` (True, False,
-    or "auto": XLA with a GPU, none on a CPU) goes to Keras.
+    or "auto": XLA with a GPU, none on a CPU) goes to Keras. `optimizer`, if given, is used
+    instead of a new `Adam(learning_rate)`, e.g. one shared with a model whose variables
+    this one shares (`tlkeras.features`).
     """
     if not learning_rate > 0:
         raise ValueError(
             f"learning_rate must be a positive number. Received: learning_rate={learning_rate!r}"
         )
-    strategy = getattr(model, "distribute_strategy", None)  # Only on the TensorFlow backend.
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+    with strategy_scope(model):
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
+            optimizer=optimizer or keras.optimizers.Adam(learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=jit_compile,
