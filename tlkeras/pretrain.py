@@ -50,7 +50,7 @@ from tlkeras.model import (
     load_backbone,
     resolve_image_size,
 )
-from tlkeras.train import merge_histories
+from tlkeras.train import check_counts, merge_histories
 from tlkeras.weights import (
     MANIFEST_ATTRIBUTE,
     MANIFEST_FILE,
@@ -204,16 +204,13 @@ def fit_whole_model(model, train_data, validation_data=None, *, epochs, learning
 
 
 def _check_config(config: PretrainConfig) -> None:
-    counts = {
-        "epochs": (config.epochs, 1),
-        "batch_size": (config.batch_size, 1),
-        "patience": (config.patience, 0),
-    }
-    for name, (value, low) in counts.items():
-        if not isinstance(value, int) or value < low:
-            raise ValueError(
-                f"{name} must be an int of at least {low}. Received: {name}={value!r}"
-            )
+    check_counts(
+        {
+            "epochs": (config.epochs, 1),
+            "batch_size": (config.batch_size, 1),
+            "patience": (config.patience, 0),
+        }
+    )
     if not config.learning_rate > 0:
         raise ValueError(
             "learning_rate must be a positive number. "

@@ -293,19 +293,29 @@ class TrainConfig:
     augment_passes: int = 0
 
 
-def _check_config(config: TrainConfig) -> None:
-    """Fails before any slow work when a setting cannot work."""
-    counts = {
-        "epochs": (config.epochs, 1),
-        "fine_tune_epochs": (config.fine_tune_epochs, 0),
-        "batch_size": (config.batch_size, 1),
-        "patience": (config.patience, 0),
-    }
+def check_counts(counts: dict) -> None:
+    """Fails on a count that is not an int, or is below its minimum.
+
+    Example:
+        >>> check_counts({"epochs": (config.epochs, 1), "patience": (config.patience, 0)})
+    """
     for name, (value, low) in counts.items():
         if not isinstance(value, int) or value < low:
             raise ValueError(
                 f"{name} must be an int of at least {low}. Received: {name}={value!r}"
             )
+
+
+def _check_config(config: TrainConfig) -> None:
+    """Fails before any slow work when a setting cannot work."""
+    check_counts(
+        {
+            "epochs": (config.epochs, 1),
+            "fine_tune_epochs": (config.fine_tune_epochs, 0),
+            "batch_size": (config.batch_size, 1),
+            "patience": (config.patience, 0),
+        }
+    )
     blocks = get_backbone(config.backbone).block_names
     if config.fine_tune_epochs and not 1 <= config.unfreeze <= len(blocks):
         raise ValueError(
