@@ -44,6 +44,12 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def traced_gradients() -> int:
+    """How many custom-gradient registrations TensorFlow holds now."""
+    registry = tl.memory._gradient_registry() or {}
+    return sum(name.startswith(tl.memory.CUSTOM_GRADIENT_PREFIX) for name in registry)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -57,7 +63,7 @@ def main() -> None:
     print(f"{'run':>3} {'seconds':>8} {'RSS MB':>8} {'peak MB':>8}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as root:
         for number in range(1, args.runs + 1):
-            start = time.perf_counter()
+            start, registered = time.perf_counter(), traced_gradients()
             config = tl.TrainConfig(
                 DATA,
                 out=os.path.join(root, f"run{number}"),
@@ -72,6 +78,11 @@ def main() -> None:
             run = tl.train(config)  # The previous Run is dropped, as in a loop.
             del run
             gc.collect()
+            if not args.keep_traced_gradients and traced_gradients() > registered:
+                sys.exit(
+                    "memory_runs: tlkeras.train left TensorFlow's traced gradients registered, "
+                    "so the memory fix (tlkeras.memory.forget_traced_gradients) is not active."
+                )
             seconds = time.perf_counter() - start
             print(
                 f"{number:>3} {seconds:>8.1f} {resident_mb():>8.0f} {peak_mb():>8.0f}",

@@ -159,7 +159,7 @@ def _run_folder(args) -> str:
 
 def _add_speed_options(p) -> None:
     from tlkeras.precision import PRECISIONS
-    from tlkeras.train import CACHE_MODES
+    from tlkeras.config import CACHE_MODES
 
     speed = p.add_argument_group("speed (see the README's Performance section)")
     speed.add_argument(

@@ -29,8 +29,9 @@ import tensorflow as tf
 from tlkeras import checkpoints, distribute, runs
 from tlkeras.augment import augmentation_layer, get_augmentation
 from tlkeras.backbones import get_backbone
+from tlkeras.config import CACHE_MODES, TrainConfig
 from tlkeras.data import check_class_weight, epoch_dataset, load_data
-from tlkeras.features import STORAGES, fine_tune_cached, train_head_cached
+from tlkeras.features import fine_tune_cached, train_head_cached
 from tlkeras.guards import StopOnInterrupt, StopOnNaN, TrainingDivergedError, TrainingInterrupted
 from tlkeras.memory import forget_traced_gradients
 from tlkeras.model import (
@@ -199,100 +200,6 @@ def merge_histories(*stages: dict[str, list[float]]) -> dict[str, list]:
     return merged
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything that defines a training run; saved as `config.json` in the run folder.
-
-    Attributes:
-        data_dir: Folder of class folders, or of `train/`, `val/`, `test/` folders.
-        out: The run folder to write.
-        backbone: Registry name, e.g. `"vgg16"`; `None` takes the backbone a pretrained
-            `weights` folder was made for (else `"vgg16"`).
-        weights: `"imagenet"`, `"none"`, a folder from `tlkeras pretrain`, or a weights file.
-        image_size: Square side in pixels; `None` means the size a pretrained `weights`
-            folder was made at, else the backbone's default.
-        batch_size: Images per batch.
-        epochs: Stage 1 epochs (head only).
-        fine_tune_epochs: Stage 2 epochs; 0 skips fine-tuning.
-        unfreeze: Blocks unfrozen in stage 2, counted from the top.
-        learning_rate: Stage 1 learning rate.
-        fine_tune_learning_rate: Stage 2 learning rate.
-        validation_split: Held-out fraction when there is no `val/` folder.
-        dense_units: Units of the hidden Dense layer of the head; 0 leaves it out.
-        dropout: Dropout rate in the head.
-        patience: Early-stopping patience in epochs; 0 turns early stopping off.
-        seed: Seed for the split, shuffling and initialisation.
-        strict: Fail when a file cannot be read, instead of skipping it (see `scan_report.json`
-            in the run folder for what the pre-scan found).
-        augment: Augmentation preset of the training images: `"none"`, `"light"` or
-            `"strong"` (see `tlkeras.augment`).
-        flip, rotation, zoom, translation, contrast: Override one setting of the preset;
-            `None` keeps the preset's value.
-        class_weight: `"balanced"` weighs the loss so every class counts equally; `"none"`.
-        resume: Continue the run in `out` from its last checkpoint; the settings must be the
-            ones it started with, except those in `checkpoints.CHANGEABLE_ON_RESUME`.
-        overwrite: Delete the run in `out` (only the files tlkeras writes) and start again.
-        deterministic: Turn on TensorFlow's op determinism (slower), so the same seed on the
-            same machine gives identical weights and history. It stays on in this process.
-        strategy: `"auto"`, `"none"`, `"mirrored"` or `"multiworker"`; see
-            `tlkeras.distribute`. `batch_size` is then per replica.
-        learning_rate_scaling: How both learning rates grow with the number of replicas:
-            `"sqrt"`, `"linear"` or `"none"`; see `tlkeras.distribute`.
-        weights_dir: A provisioned folder of ImageNet weights (see `tlkeras.weights`);
-            `None` means `$TLKERAS_WEIGHTS_DIR`, else Keras' cache.
-        precision: `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`; see
-            `tlkeras.precision`.
-        jit_compile: XLA compilation: True, False or `"auto"` (on with a GPU, off on a CPU).
-        cache: `"auto"` (the default), `"memory"` or `"disk"` run the frozen part of the
-            model once and train the rest on its cached output (`tlkeras.features`), many
-            times faster and with the same result; `"auto"` keeps the cache in memory when
-            it fits in half the free memory, else on disk. `"off"` runs the whole model
-            every epoch. Both checkpoint every epoch.
-        augment_passes: With augmentation and a cache: 0 (the default) trains end to end;
-            K caches K augmented versions of every training image.
-    """
-
-    data_dir: str
-    out: str = "runs/latest"
-    backbone: str = "vgg16"
-    weights: str | None = "imagenet"
-    image_size: int | None = None
-    batch_size: int = 32
-    epochs: int = 10
-    fine_tune_epochs: int = 0
-    unfreeze: int = 1
-    learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-5
-    validation_split: float = 0.2
-    dense_units: int = 1024
-    dropout: float = 0.2
-    patience: int = 5
-    seed: int = 0
-    # Data checks, augmentation and class balance (tlkeras.scan, tlkeras.augment).
-    strict: bool = False
-    augment: str = "none"
-    flip: str | None = None
-    rotation: float | None = None
-    zoom: float | None = None
-    translation: float | None = None
-    contrast: float | None = None
-    class_weight: str = "none"
-    # Checkpoints, resuming and determinism (tlkeras.checkpoints).
-    resume: bool = False
-    overwrite: bool = False
-    deterministic: bool = False
-    # Distribution (tlkeras.distribute): batch_size is per replica; learning rates scale.
-    strategy: str = "auto"
-    learning_rate_scaling: str = "sqrt"
-    # Weights provisioning and pretrained backbones (tlkeras.weights, tlkeras.pretrain).
-    weights_dir: str | None = None
-    # Speed: precision, XLA and cached features (tlkeras.precision, tlkeras.features).
-    precision: str = "float32"
-    jit_compile: bool | str = "auto"
-    cache: str = "auto"
-    augment_passes: int = 0
-
-
 def check_counts(counts: dict) -> None:
     """Fails on a count that is not an int, or is below its minimum.
 
@@ -324,9 +231,6 @@ def _check_config(config: TrainConfig) -> None:
             f"to {len(blocks)}. Received: unfreeze={config.unfreeze!r}"
         )
     _check_speed_options(config)
-
-
-CACHE_MODES = (*STORAGES, "off")
 
 
 def _check_speed_options(config: TrainConfig) -> None:
@@ -480,7 +384,6 @@ def _worker_folder(run_dir, *, resume: bool) -> str:
     return folder
 
 
-@forget_traced_gradients()  # Frees what TensorFlow keeps of each run (see tlkeras.memory).
 def with_pretrained_defaults(config: TrainConfig) -> TrainConfig:
     """Fills an unset backbone and image size from a pretrained `weights` folder's manifest."""
     found = pretrained_settings(config.weights)
@@ -491,6 +394,7 @@ def with_pretrained_defaults(config: TrainConfig) -> TrainConfig:
     )
 
 
+@forget_traced_gradients()  # Frees what TensorFlow keeps of each run (see tlkeras.memory).
 def train(config: TrainConfig) -> runs.Run:
     """Trains a classifier on a data folder and writes a run folder, checkpointing every epoch.
 
