@@ -8,19 +8,18 @@ import pytest
 from conftest import write_class_folders
 
 import tlkeras as tl
+from tlkeras.augment import augmentation_layer
 from tlkeras.backbones import layer_blocks
 from tlkeras.data import epoch_dataset
 from tlkeras.features import (
     FeatureCache,
     cache_features,
     choose_storage,
-    fine_tune_cached,
     split_model,
-    train_head_cached,
 )
 from tlkeras.model import get_base
 from tlkeras.precision import precision_scope
-from tlkeras.train import TrainConfig, _cache_passes
+from tlkeras.train import Stage, TrainConfig, _cache_passes
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,7 @@ def test_cached_stage_one_equals_plain_training_and_the_model_predicts_like_the_
     keras.utils.set_random_seed(1)
     expected = tl.train_head(plain, **plain_options(data, epochs=3))
     keras.utils.set_random_seed(1)
-    history = train_head_cached(cached, data, epochs=3)
+    history = tl.train_head(cached, data, epochs=3)
 
     np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-5)
     np.testing.assert_allclose(history["val_loss"], expected["val_loss"], rtol=1e-5)
@@ -99,7 +98,7 @@ def test_fine_tuning_from_the_boundary_equals_end_to_end_fine_tuning(data, backb
         plain, **plain_options(data, initial_epoch=3, epochs=1), learning_rate=1e-3
     )
     keras.utils.set_random_seed(2)
-    history = fine_tune_cached(cached, data, initial_epoch=3, epochs=1, learning_rate=1e-3)
+    history = tl.fine_tune(cached, data, initial_epoch=3, epochs=1, learning_rate=1e-3)
 
     np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-4)
     moved = 0.0
@@ -226,7 +225,7 @@ def test_callbacks_see_the_end_to_end_model_and_can_stop_training(data, tmp_path
     stopper = StopAfterFirstEpoch()
     checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"))
     model = tl.build_model("vgg16", num_classes=3, image_size=32, weights=None, dense_units=8)
-    history = train_head_cached(model, data, epochs=4, callbacks=[stopper, checkpoint])
+    history = tl.train_head(model, data, epochs=4, callbacks=[stopper, checkpoint])
     assert len(history["loss"]) == 1
     assert stopper.input_shape == (None, 32, 32, 3)
     saved = keras.saving.load_model(tmp_path / "best.keras", compile=False)
@@ -242,7 +241,7 @@ def test_mixed_bfloat16_computes_in_bfloat16_with_a_float32_output(data, tmp_pat
     assert model.get_layer("dense").kernel.dtype == "float32", "weights stay float32"
     bottom, top = split_model(model)
     assert bottom.output.dtype == "bfloat16"
-    train_head_cached(model, data, epochs=1)
+    tl.train_head(model, data, epochs=1)
     images = val_images(data)
     probabilities = model.predict(images, verbose=0)
     assert probabilities.dtype == np.float32
@@ -261,14 +260,15 @@ def test_mixed_float16_top_scales_the_loss():
 
 
 def test_when_train_caches():
-    none, light = tl.get_augmentation("none"), tl.get_augmentation("light")
-    config = TrainConfig("data")
-    assert config.cache == "auto" and _cache_passes(config, none) == 1, "cached by default"
-    assert _cache_passes(config, light) == 0, "augmenting trains end to end by default"
-    config.augment_passes = 3
-    assert _cache_passes(config, light) == 3
-    config.cache = "off"
-    assert _cache_passes(config, light) == 0
+    none, light = augmentation_layer("none"), augmentation_layer("light", seed=0)
+    assert TrainConfig("data").cache == "auto"
+    stage = Stage(epochs=2, learning_rate=1e-3)
+    assert stage.cache == "auto" and _cache_passes(stage, none) == 1, "cached by default"
+    assert _cache_passes(stage, light) == 0, "augmenting trains end to end by default"
+    stage.augment_passes = 3
+    assert _cache_passes(stage, light) == 3
+    stage.cache = "off"
+    assert _cache_passes(stage, light) == 0
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,11 @@ optionally fine-tuned with its top blocks unfrozen. The recipe, in a few calls:
     history = tl.fine_tune(model, data.dataset("train"), data.dataset("val"), epochs=3,
                            unfreeze=1, initial_epoch=5)
 
-The same two stages, faster: the frozen layers run once and their output is cached:
+The same two stages, faster: given the `Data` itself, the frozen layers run once and the
+rest trains on their cached output:
 
-    history = tl.train_head_cached(model, data, epochs=5)
-    history = tl.fine_tune_cached(model, data, epochs=3, unfreeze=1, initial_epoch=5)
+    history = tl.train_head(model, data, epochs=5)
+    history = tl.fine_tune(model, data, epochs=3, unfreeze=1, initial_epoch=5)
 
 Or all at once, writing a run folder that `load_run`, `predict` and `evaluate` use:
 
@@ -44,7 +45,7 @@ from tlkeras.data import load_data, sample_per_class, scan_folder
 from tlkeras.distribute import get_strategy
 from tlkeras.evaluate import evaluate
 from tlkeras.export import export_model
-from tlkeras.features import cache_features, fine_tune_cached, split_model, train_head_cached
+from tlkeras.features import cache_features, split_model
 from tlkeras.layers import Preprocess
 from tlkeras.model import (
     WeightsUnavailableError,
@@ -61,7 +62,7 @@ from tlkeras.predict import predict
 from tlkeras.pretrain import PretrainConfig, pretrain
 from tlkeras.runs import Run, load_run, save_model
 from tlkeras.scan import ScanReport, scan_dataset
-from tlkeras.train import TrainConfig, fine_tune, merge_histories, train, train_head
+from tlkeras.train import Stage, TrainConfig, fine_tune, merge_histories, train, train_head
 from tlkeras.weights import download_weights, list_weights
 
 __all__ = [
@@ -84,7 +85,6 @@ __all__ = [
     "evaluate",
     "export_model",
     "fine_tune",
-    "fine_tune_cached",
     "freeze_backbone",
     "get_augmentation",
     "get_backbone",
@@ -103,7 +103,7 @@ __all__ = [
     "split_model",
     "train",
     "train_head",
-    "train_head_cached",
+    "Stage",
     "unfreeze_top_blocks",
 ]
 

@@ -43,6 +43,7 @@ import keras
 import numpy as np
 
 from tlkeras import runs
+from tlkeras.guards import StopOnNaN, kill_point
 
 STATE_FILE = runs.STATE_FILE
 SPLIT_FILE = "split.json"
@@ -171,7 +172,7 @@ def _check_same_settings(run_dir, saved: dict, settings: dict) -> list[str]:
     return [f"{key}={settings[key]!r} (was {saved[key]!r})" for key in changed]
 
 
-def start_run(run_dir, *, settings: dict, resume: bool = False, overwrite: bool = False):
+def start_run(run_dir, settings: dict, *, resume: bool = False, overwrite: bool = False):
     """Checks the run folder and returns the state to train from: new, or resumed.
 
     It writes nothing (a new run's folder is created by `begin_run`, once the data and the
@@ -375,8 +376,8 @@ def _write_failed(error: OSError, path, run_dir, state: TrainingState) -> OSErro
     )
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Checkpoints the model being fit after every epoch, and restores it when resuming.
+class EpochCheckpoint(keras.callbacks.BackupAndRestore):
+    """Keras' `BackupAndRestore`, made exact and kill-safe: checkpoints after every epoch.
 
     At the end of each epoch it saves the model's and optimizer's variables
     (`model.save_weights`), the seed-generator states, the stage's history and early
@@ -385,8 +386,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
     and the learning rate given to `compile` is kept, so a resumed run may use a lower one).
     When the stage ends it records that, with the weights early stopping restored.
 
+    What Keras' `BackupAndRestore` lacks, and this adds: it writes into its files in place
+    (a kill while writing leaves a truncated backup), keeps neither the seed generators'
+    state (dropout masks) nor the history nor early stopping's counters, and knows nothing of
+    two stages, so a resumed run would not match an uninterrupted one.
+
     It works with whatever model `fit` is called on: list it after `ResumableEarlyStopping`
-    and before `guards.StopOnInterrupt`.
+    and `BestModelCheckpoint`, and before `guards.StopOnInterrupt` (`stage_callbacks` does).
 
     Args:
         run_dir: The run folder.
@@ -400,12 +406,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir, *, state: TrainingState, stage: int, early_stopping=None):
-        super().__init__()
+        super().__init__(checkpoint_dir(run_dir), delete_checkpoint=False)
         self.run_dir = os.fspath(run_dir)
         self.folder = checkpoint_dir(run_dir)
         self.state = state
         self.stage = stage
         self.early_stopping = early_stopping
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass  # Checkpoints are made at the end of an epoch only.
 
     def on_train_begin(self, logs=None):
         while len(self.state.histories) < self.stage:
@@ -470,6 +479,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         except OSError as error:
             raise _write_failed(error, path, self.run_dir, self.state) from error
         vars(self.state).update(vars(new))
+        kill_point("checkpoint_saved")
         _remove_unused_files(self.folder, self.state)
 
     def _save_early_stopping(self) -> dict | None:
@@ -504,44 +514,79 @@ def finish_run(run_dir, state: TrainingState) -> None:
     _remove_unused_files(checkpoint_dir(run_dir), state)
 
 
-class BestModelCheckpoint(keras.callbacks.Callback):
-    """Saves the model with the lowest validation loss so far, atomically, with class names.
+class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' `ModelCheckpoint(save_best_only=True)` on `val_loss`, atomic, with class names.
 
-    Keras' `ModelCheckpoint` writes straight into the file, so a kill while saving leaves it
-    truncated; this writes through `tlkeras.runs.save_model` and embeds the class names, so
-    `best.keras` loads with `tlkeras.load_run` like the final model.
+    What Keras' `ModelCheckpoint` lacks, and this adds: it writes straight into the file, so
+    a kill while saving leaves it truncated; this writes through `tlkeras.runs.save_model`
+    (a temporary file, then a rename) and embeds the class names, so `best.keras` loads with
+    `tlkeras.load_run` like the final model. Without validation data it saves nothing.
 
     Args:
         path: The `.keras` file to write.
         class_names: Label `i` means `class_names[i]`.
         best: The lowest validation loss seen before (when resuming). Defaults to infinity.
-        model: The model to save, if not the one being fit (e.g. the whole classifier when
-            fitting only its head). Defaults to the model being fit.
         metadata: Extra JSON metadata to embed (backbone, image size).
 
     Example:
         >>> best = BestModelCheckpoint("runs/x/best.keras", class_names=["cat", "dog"])
     """
 
-    def __init__(self, path, *, class_names, best=math.inf, model=None, metadata=None):
-        super().__init__()
-        self.path = os.fspath(path)
+    def __init__(self, path, *, class_names, best=math.inf, metadata=None):
+        threshold = best if math.isfinite(best) else None
+        super().__init__(
+            os.fspath(path),
+            monitor="val_loss",
+            mode="min",
+            save_best_only=True,
+            initial_value_threshold=threshold,
+        )
         self.class_names = list(class_names)
-        self.best = best
-        self.full_model = model
         self.metadata = metadata
 
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_loss")
-        if value is None or not float(value) < self.best:
+    def _save_model(self, epoch, batch, logs):
+        if (logs or {}).get(self.monitor) is None:
             return
-        self.best = float(value)
-        runs.save_model(
-            self.path,
-            self.full_model or self.model,
-            class_names=self.class_names,
-            metadata=self.metadata,
+        if self._should_save_model(epoch, batch, logs, self.filepath):
+            runs.save_model(
+                self.filepath, self.model, class_names=self.class_names, metadata=self.metadata
+            )
+
+
+def stage_callbacks(
+    run_dir, state: TrainingState, *, stage: int, class_names, metadata=None, patience=0
+) -> list:
+    """The callbacks that make one stage of a run resumable, in the order they must run.
+
+    `StopOnNaN`; early stopping (`patience` > 0); `best.keras` (written before the epoch's
+    checkpoint commits, so the state never names an epoch whose best model is not on disk);
+    the epoch checkpoint; TensorBoard's event files in `logs/stage1` and `logs/stage2`.
+    Put `guards.StopOnInterrupt` after them.
+
+    Example:
+        >>> callbacks = stage_callbacks("runs/x", state, stage=1, class_names=["a", "b"])
+    """
+    early_stopping = None
+    if patience:
+        early_stopping = ResumableEarlyStopping(
+            monitor="val_loss", patience=patience, restore_best_weights=True
         )
+    best = BestModelCheckpoint(
+        os.path.join(os.fspath(run_dir), runs.CHECKPOINT_FILE),
+        class_names=class_names,
+        best=best_validation_loss(state),
+        metadata=metadata,
+    )
+    checkpoint = EpochCheckpoint(run_dir, state=state, stage=stage, early_stopping=early_stopping)
+    logs = os.path.join(os.fspath(run_dir), runs.LOGS_DIR, f"stage{stage}")
+    tensorboard = keras.callbacks.TensorBoard(logs, write_graph=False, profile_batch=0)
+    return [
+        StopOnNaN(),
+        *([early_stopping] if early_stopping else []),
+        best,
+        checkpoint,
+        tensorboard,
+    ]
 
 
 def best_validation_loss(state: TrainingState) -> float:

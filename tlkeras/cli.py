@@ -158,8 +158,8 @@ def _run_folder(args) -> str:
 
 
 def _add_speed_options(p) -> None:
-    from tlkeras.precision import PRECISIONS
     from tlkeras.config import CACHE_MODES
+    from tlkeras.precision import PRECISIONS
 
     speed = p.add_argument_group("speed (see the README's Performance section)")
     speed.add_argument(

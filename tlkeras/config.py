@@ -68,6 +68,7 @@ class TrainConfig:
             every epoch. Both checkpoint every epoch.
         augment_passes: With augmentation and a cache: 0 (the default) trains end to end;
             K caches K augmented versions of every training image.
+        callbacks: Keras callbacks for both stages (Python only; not saved with the run).
     """
 
     data_dir: str
@@ -108,4 +109,54 @@ class TrainConfig:
     precision: str = "float32"
     jit_compile: bool | str = "auto"
     cache: str = "auto"
+    augment_passes: int = 0
+    # Python only: Keras callbacks for both stages, run after tlkeras' own.
+    callbacks: list | None = dataclasses.field(default=None, repr=False, compare=False)
+
+
+@dataclasses.dataclass
+class Stage:
+    """One training stage: which blocks train, for how long, and what feeds them.
+
+    `tlkeras.train_head` and `tlkeras.fine_tune` make one from their arguments;
+    `tlkeras.train` makes one per stage from a `TrainConfig`.
+
+    Attributes:
+        epochs: Epochs to train.
+        learning_rate: Adam's learning rate.
+        unfreeze: Whole blocks of the backbone that train, counted from the top; 0 trains
+            the head alone (stage 1). BatchNorm layers never train.
+        initial_epoch: Where the epoch count continues from (stage 2, or a resumed run).
+        patience: Stop after this many epochs without a better `val_loss` and restore the
+            best weights; 0 never stops early.
+        class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
+        steps_per_epoch: Batches per epoch, for a dataset that holds several epochs
+            (`tlkeras.data.epoch_dataset`); `None` is one pass over it.
+        jit_compile: XLA-compile the training step: True, False, or "auto" (Keras' default:
+            on with a GPU, off on a CPU).
+        freeze_batchnorm: Keep BatchNorm frozen and the backbone in inference mode. False
+            reproduces the classic mistake, for teaching (see `tlkeras.build_model`).
+        cache: When training on a `tlkeras.data.Data`: `"auto"`, `"memory"` or `"disk"` run
+            the frozen part once and train the rest on its cached output
+            (`tlkeras.features`); `"off"` runs the whole model every epoch.
+        augment: When training on a `Data`: the augmentation of the training images (a
+            `tlkeras.augment.Augmentation`, a preset name or a Keras layer), or `None`.
+        augment_passes: With augmentation and a cache: 0 trains end to end; K caches K
+            augmented versions of every training image.
+
+    Example:
+        >>> Stage(epochs=5, learning_rate=1e-5, unfreeze=1, initial_epoch=10)
+    """
+
+    epochs: int
+    learning_rate: float
+    unfreeze: int = 0
+    initial_epoch: int = 0
+    patience: int = 0
+    class_weight: dict | None = None
+    steps_per_epoch: int | None = None
+    jit_compile: bool | str = "auto"
+    freeze_batchnorm: bool = True
+    cache: str = "auto"
+    augment: object = None
     augment_passes: int = 0

@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -52,17 +53,12 @@ import tensorflow as tf
 
 from tlkeras.augment import augmentation_layer
 from tlkeras.backbones import layer_blocks
+from tlkeras.config import Stage
 from tlkeras.data import Data, epoch_batches
 from tlkeras.distribute import shard_by_data
-from tlkeras.model import (
-    backbone_of,
-    compile_model,
-    freeze_backbone,
-    get_base,
-    strategy_scope,
-    unfreeze_top_blocks,
-)
-from tlkeras.precision import precision_scope, warn_if_xla_is_slow
+from tlkeras.memory import available_memory
+from tlkeras.model import backbone_of, get_base, strategy_scope
+from tlkeras.precision import precision_scope
 
 #: Where features can be kept: "auto" picks "memory" or "disk" from their size.
 STORAGES = ("auto", "memory", "disk")
@@ -140,33 +136,6 @@ def split_model(model: keras.Model, num_blocks: int = 0) -> tuple[keras.Model, k
         features = keras.Input(boundary.shape[1:], dtype=boundary.dtype, name="features")
         top = keras.Model(features, head(_InferenceMode(upper)(features)), name="top")
         return bottom, top
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux, with container limits), or None if unknown."""
-    available = []
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    available.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v2: the container's limit minus what it already uses.
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as f:
-            current = int(f.read())
-        if limit != "max":
-            available.append(int(limit) - current)
-    except (OSError, ValueError):
-        pass
-    if not available:
-        try:
-            available.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (AttributeError, OSError, ValueError):
-            return None
-    return max(0, min(available))
 
 
 def choose_storage(nbytes: int, storage: str = "auto", *, available: int | None = None) -> str:
@@ -398,263 +367,65 @@ def cache_features(
     return FeatureCache(features, np.asarray(labels, "int32"), where, path, seconds)
 
 
-class _OnModel(keras.callbacks.Callback):
-    """Runs callbacks against the end-to-end model while `fit` trains its top.
+def end_to_end_model(model: keras.Model, num_blocks: int = 0) -> keras.Model:
+    """The model `fit` trains when nothing is cached: `top(bottom(images))`.
 
-    Inside them `self.model` is the whole model, so a ModelCheckpoint saves a model that
-    takes images, and a callback that stops training (EarlyStopping, TerminateOnNaN) stops
-    the fit of the top.
+    It shares every layer with `model`, and runs the frozen bottom (and the unfrozen blocks
+    of the top) in inference mode, exactly as training on cached features does, so the two
+    give the same result on every backbone, EfficientNet's dropout included.
+
+    Example:
+        >>> trained = end_to_end_model(model, num_blocks=1)
+        >>> trained.fit(train_ds, epochs=1)   # trains model's block5 and head
     """
-
-    def __init__(self, callbacks, model: keras.Model):
-        super().__init__()
-        self._model_callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
-        self._end_to_end = model
-
-    def set_params(self, params):
-        super().set_params(params)
-        self._model_callbacks.set_params(params)
-
-    def _forward(self, hook: str, *args) -> None:
-        getattr(self._model_callbacks, hook)(*args)
-        if self._end_to_end.stop_training:
-            self.model.stop_training = True
-
-    def on_train_begin(self, logs=None):
-        self._end_to_end.stop_training = False
-        self._forward("on_train_begin", logs)
-
-    def on_train_end(self, logs=None):
-        self._forward("on_train_end", logs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._forward("on_epoch_begin", epoch, logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._forward("on_epoch_end", epoch, logs)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._forward("on_train_batch_begin", batch, logs)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._forward("on_train_batch_end", batch, logs)
-
-    def on_test_begin(self, logs=None):
-        self._forward("on_test_begin", logs)
-
-    def on_test_end(self, logs=None):
-        self._forward("on_test_end", logs)
-
-    def on_test_batch_begin(self, batch, logs=None):
-        self._forward("on_test_batch_begin", batch, logs)
-
-    def on_test_batch_end(self, batch, logs=None):
-        self._forward("on_test_batch_end", batch, logs)
-
-
-def _compile_with_the_model(top: keras.Model, model: keras.Model, **options) -> None:
-    """Compiles `top`, and `model` with the same optimizer, built for the model's variables.
-
-    The two share their trainable variables, so one optimizer serves both: the end-to-end
-    model's checkpoints (`model.save_weights`) then hold the optimizer state that trains the
-    top, and it is built in the order of `model.trainable_variables` whether training starts
-    or resumes, so a checkpoint loads back into the same slots.
-    """
-    compile_model(top, **options)
-    with strategy_scope(model):
-        top.optimizer.build(model.trainable_variables)
-    compile_model(model, optimizer=top.optimizer, **options)
-
-
-def _fit_top(
-    model,
-    data,
-    *,
-    num_blocks,
-    epochs,
-    initial_epoch,
-    learning_rate,
-    patience,
-    callbacks,
-    class_weight,
-    passes,
-    augment,
-    storage,
-    jit_compile,
-):
-    """Caches the features below the top `num_blocks` blocks and fits the top on them."""
-    warn_if_xla_is_slow(model, jit_compile)
     bottom, top = split_model(model, num_blocks)
-    if jit_compile != "auto":
-        bottom.jit_compile = jit_compile
-    train_cache = cache_features(
-        bottom, data, "train", passes=passes, augment=augment, storage=storage
-    )
-    val_cache = None
-    try:
-        validation_data = None
-        if "val" in data.arrays:
-            val_cache = cache_features(bottom, data, "val", storage=storage)
-            validation_data = shard_by_data(val_cache.dataset(batch_size=data.batch_size))
-        _compile_with_the_model(top, model, learning_rate=learning_rate, jit_compile=jit_compile)
-        fit_callbacks = [_OnModel(callbacks, model)] if callbacks else []
-        if patience and validation_data is not None:
-            # On the top, whose weights are the model's trainable ones: a cheaper restore.
-            fit_callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=patience, restore_best_weights=True
-                )
+    with precision_scope(model.dtype_policy.name), strategy_scope(model):
+        images = keras.Input(model.input.shape[1:], dtype=model.input.dtype, name="image")
+        return keras.Model(images, top(_InferenceMode(bottom)(images)), name="end_to_end")
+
+
+@contextlib.contextmanager
+def cached_datasets(model: keras.Model, data: Data, stage: Stage):
+    """Caches the features below the stage's unfrozen blocks; yields what `fit` trains on.
+
+    Args:
+        model: A model from `tlkeras.build_model`, frozen and unfrozen for `stage`.
+        data: Decoded images from `tlkeras.load_data`; its batch size and seed are used.
+        stage: The `tlkeras.config.Stage`: its `unfreeze` blocks and the head train, its
+            epochs follow `tlkeras.data.epoch_dataset`'s `(seed, epoch)` order, and its
+            `cache`, `augment`, `augment_passes` and `jit_compile` say how to cache.
+
+    Yields:
+        `(top, train_data, validation_data, steps_per_epoch)`; `validation_data` is `None`
+        without a validation split. The caches are deleted afterwards.
+
+    Example:
+        >>> with cached_datasets(model, data, Stage(epochs=3, learning_rate=1e-3)) as fed:
+        ...     top, train_ds, val_ds, steps = fed
+    """
+    bottom, top = split_model(model, stage.unfreeze)
+    if stage.jit_compile != "auto":
+        bottom.jit_compile = stage.jit_compile
+    storage, augment = stage.cache, stage.augment
+    with contextlib.ExitStack() as stack:
+        train = stack.enter_context(
+            cache_features(
+                bottom,
+                data,
+                "train",
+                passes=max(stage.augment_passes, 1),
+                augment=augment,
+                storage=storage,
             )
-        train_data, steps = train_cache.epoch_dataset(
+        )
+        validation = None
+        if "val" in data.arrays:
+            val = stack.enter_context(cache_features(bottom, data, "val", storage=storage))
+            validation = shard_by_data(val.dataset(batch_size=data.batch_size))
+        train_data, steps = train.epoch_dataset(
             batch_size=data.batch_size,
             seed=data.seed,
-            initial_epoch=initial_epoch,
-            epochs=initial_epoch + epochs,
+            initial_epoch=stage.initial_epoch,
+            epochs=stage.initial_epoch + stage.epochs,
         )
-        history = top.fit(
-            shard_by_data(train_data),
-            validation_data=validation_data,
-            epochs=initial_epoch + epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            callbacks=fit_callbacks,
-            class_weight=class_weight,
-            shuffle=False,  # The training dataset shuffles every epoch itself.
-            verbose="auto" if sys.stdout.isatty() else 2,  # One line per epoch in logs.
-        )
-    finally:
-        train_cache.close()
-        if val_cache is not None:
-            val_cache.close()
-    return history.history
-
-
-def train_head_cached(
-    model: keras.Model,
-    data: Data,
-    *,
-    epochs: int = 10,
-    learning_rate: float = 1e-3,
-    patience: int = 0,
-    callbacks=None,
-    class_weight: dict[int, float] | None = None,
-    initial_epoch: int = 0,
-    passes: int = 1,
-    augment=None,
-    storage: str = "auto",
-    jit_compile="auto",
-) -> dict[str, list[float]]:
-    """Stage 1 on cached features: runs the frozen backbone once, then trains the head.
-
-    Gives the same model as `tlkeras.train_head` on the batches of
-    `tlkeras.data.epoch_dataset` (what `tlkeras.train` feeds it) and `data.dataset("val")`,
-    up to float rounding, in a fraction of the time: the backbone runs once per image
-    instead of once per image per epoch.
-
-    Args:
-        model: A model from `tlkeras.build_model`; its backbone is frozen first.
-        data: Decoded images from `tlkeras.load_data`; its batch size and seed are used.
-        epochs: Epochs to train. Defaults to 10.
-        learning_rate: Adam's learning rate. Defaults to 1e-3.
-        patience: Stop after this many epochs without a better `val_loss` and restore the
-            best weights; 0 never stops early. Defaults to 0.
-        callbacks: Extra Keras callbacks. Their `self.model` is the end-to-end `model`, so a
-            `ModelCheckpoint` saves a model that takes images, and its optimizer is the one
-            training the top, so `tlkeras.checkpoints.EpochCheckpoint` can resume it.
-        class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
-        initial_epoch: The epoch to start at, when resuming. Defaults to 0.
-        passes: Augmented versions of every training image to cache; epoch `e` trains on
-            version `e mod passes`. More than 1 only helps with `augment`. Defaults to 1.
-        augment: Augmentation of the training images (`"light"`, `"strong"`, a
-            `tlkeras.augment.Augmentation` or a Keras layer), applied once per pass, or
-            `None`. Defaults to `None`.
-        storage: Keep the features in `"memory"`, on `"disk"`, or decide from their size
-            (`"auto"`, see `choose_storage`). Defaults to `"auto"`.
-        jit_compile: XLA-compile the forward pass and the training step: `True`, `False`, or
-            `"auto"` (Keras' default: on with a GPU, off on a CPU). Defaults to `"auto"`.
-
-    Returns:
-        The Keras history dict, e.g. `{"loss": [...], "val_accuracy": [...]}`.
-
-    Example:
-        >>> history = train_head_cached(model, data, epochs=10)
-    """
-    freeze_backbone(model)
-    return _fit_top(
-        model,
-        data,
-        num_blocks=0,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        learning_rate=learning_rate,
-        patience=patience,
-        callbacks=callbacks,
-        class_weight=class_weight,
-        passes=passes,
-        augment=augment,
-        storage=storage,
-        jit_compile=jit_compile,
-    )
-
-
-def fine_tune_cached(
-    model: keras.Model,
-    data: Data,
-    *,
-    epochs: int = 5,
-    unfreeze: int = 1,
-    learning_rate: float = 1e-5,
-    initial_epoch: int = 0,
-    patience: int = 0,
-    callbacks=None,
-    class_weight: dict[int, float] | None = None,
-    passes: int = 1,
-    augment=None,
-    storage: str = "auto",
-    jit_compile="auto",
-) -> dict[str, list[float]]:
-    """Stage 2 from the boundary: caches the input of the unfrozen blocks, trains the rest.
-
-    The frozen blocks below the boundary run once per image; every epoch then trains only
-    the unfrozen top blocks and the head. The result equals `tlkeras.fine_tune` on the
-    batches of `tlkeras.data.epoch_dataset` from the same start, up to float rounding.
-
-    Args:
-        model: A model whose head was trained (by `train_head` or `train_head_cached`).
-        data: Decoded images from `tlkeras.load_data`; its batch size and seed are used.
-        epochs: Epochs to fine-tune. Defaults to 5.
-        unfreeze: How many whole blocks of the backbone to unfreeze, from the top; BatchNorm
-            layers stay frozen. Defaults to 1 (e.g. VGG16's block5).
-        learning_rate: Adam's learning rate. Defaults to 1e-5.
-        initial_epoch: Where the epoch count continues from (stage 1's epoch count).
-        patience: Early-stopping patience on `val_loss`; 0 never stops early.
-        callbacks: Extra Keras callbacks; their `self.model` is the end-to-end `model`.
-        class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
-        passes: Augmented versions of every training image to cache; see
-            `train_head_cached`.
-        augment: Augmentation of the training images; see `train_head_cached`.
-        storage: `"auto"`, `"memory"` or `"disk"`; see `choose_storage`.
-        jit_compile: `True`, `False` or `"auto"`; see `train_head_cached`.
-
-    Returns:
-        The Keras history dict of this stage.
-
-    Example:
-        >>> history = fine_tune_cached(model, data, epochs=5, unfreeze=1, initial_epoch=10)
-    """
-    unfreeze_top_blocks(model, unfreeze)
-    return _fit_top(
-        model,
-        data,
-        num_blocks=unfreeze,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        learning_rate=learning_rate,
-        patience=patience,
-        callbacks=callbacks,
-        class_weight=class_weight,
-        passes=passes,
-        augment=augment,
-        storage=storage,
-        jit_compile=jit_compile,
-    )
+        yield top, shard_by_data(train_data), validation, steps

@@ -11,7 +11,9 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import math
+import os
 import signal
 import sys
 import threading
@@ -178,3 +180,28 @@ class StopOnInterrupt(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.stop_if_requested(_where(epoch, None, None))
+
+
+#: The environment variable of the test hook `kill_point`.
+KILL_AT = "TLKERAS_KILL_AT"
+_reached: collections.Counter = collections.Counter()
+
+
+def kill_point(name: str) -> None:
+    """A test hook: SIGKILLs this process at the point `name` when `TLKERAS_KILL_AT` names it.
+
+    `TLKERAS_KILL_AT=NAME` kills the first time the point is reached, `NAME:N` the N-th
+    time. Tests use it to kill a run at an exact moment (between two writes, say) instead
+    of sleeping and hoping. Unset, it does nothing.
+
+    Example:
+        TLKERAS_KILL_AT=checkpoint_saved:2 python -m tlkeras train ...   # after epoch 2
+    """
+    wanted = os.environ.get(KILL_AT)
+    if not wanted:
+        return
+    target, _, count = wanted.partition(":")
+    if target == name:
+        _reached[name] += 1
+        if _reached[name] == int(count or 1):
+            os.kill(os.getpid(), signal.SIGKILL)

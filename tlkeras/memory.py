@@ -1,4 +1,6 @@
-"""Keeping memory flat when many runs train in one process (backbone comparisons, notebooks).
+"""Memory: how much is available, and keeping it flat when many runs train in one process.
+
+`available_memory` tells `tlkeras.features` whether cached features fit in memory.
 
 Two things make each run's model outlive it:
 
@@ -28,8 +30,36 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
 
 CUSTOM_GRADIENT_PREFIX = "CustomGradient-"  # tensorflow/python/ops/custom_gradient.py
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux, with container limits), or None if unknown."""
+    available = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v2: the container's limit minus what it already uses.
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            current = int(f.read())
+        if limit != "max":
+            available.append(int(limit) - current)
+    except (OSError, ValueError):
+        pass
+    if not available:
+        try:
+            available.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, OSError, ValueError):
+            return None
+    return max(0, min(available))
 
 
 def _gradient_registry() -> dict | None:

@@ -51,6 +51,7 @@ HISTORY_FILE = "history.json"
 HISTORY_CSV_FILE = "history.csv"
 EMBEDDED_METADATA = "tlkeras.json"
 CHECKPOINT_DIR = "checkpoint"
+LOGS_DIR = "logs"  # TensorBoard's event files, one folder per stage
 STATE_FILE = "state.json"  # in CHECKPOINT_DIR; see tlkeras.checkpoints
 TEMPORARY_PREFIX = ".tmp-"
 #: The files `save_run` writes; `clear_run_folder` deletes these and `CHECKPOINT_DIR` only.
@@ -238,6 +239,7 @@ def clear_run_folder(path) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(path, name))
     shutil.rmtree(os.path.join(path, CHECKPOINT_DIR), ignore_errors=True)
+    shutil.rmtree(os.path.join(path, LOGS_DIR), ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(path, CLASS_NAMES_FILE))
 

@@ -1,20 +1,25 @@
-"""The two training stages, and a whole run from a data folder to a saved run folder.
+"""The recipe: train a new head on a frozen backbone, then fine-tune its top blocks.
 
-Stage 1 (`train_head`) trains the new head on a frozen backbone. Stage 2 (`fine_tune`)
-unfreezes the top blocks of the backbone, keeps every BatchNormalization layer frozen and in
-inference mode, recompiles with a low learning rate and continues the epoch count. `train`
-runs both on a data folder and writes everything `predict` and `evaluate` need.
+Stage 1 (`train_head`) trains the head with the whole backbone frozen. Stage 2 (`fine_tune`)
+unfreezes the top blocks, keeps every BatchNormalization layer frozen (so it runs in
+inference mode), recompiles with a low learning rate and continues the epoch count. Both are
+`fit_stage` with another `tlkeras.config.Stage`, and both take either a `tf.data.Dataset` or
+a `tlkeras.data.Data`. With a `Data`, the frozen part runs once and the rest trains on its
+cached output (`tlkeras.features`): caching changes what `fit` is fed, not how it trains.
+
+`train` runs the whole recipe on a data folder and writes a run folder, checkpointing every
+epoch (`tlkeras.checkpoints`).
 
 Example:
     >>> data = load_data("data_samples/digits", image_size=32)
     >>> model = build_model("vgg16", num_classes=10, image_size=32, weights=None)
-    >>> history = train_head(model, data.dataset("train"), data.dataset("val"), epochs=2)
-    >>> history = fine_tune(model, data.dataset("train"), data.dataset("val"), epochs=2,
-    ...                     unfreeze=1, initial_epoch=2)
+    >>> history = train_head(model, data, epochs=2)
+    >>> history = fine_tune(model, data, epochs=2, unfreeze=1, initial_epoch=2)
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -24,21 +29,21 @@ import sys
 import tempfile
 
 import keras
-import tensorflow as tf
 
 from tlkeras import checkpoints, distribute, runs
 from tlkeras.augment import augmentation_layer, get_augmentation
 from tlkeras.backbones import get_backbone
-from tlkeras.config import CACHE_MODES, TrainConfig
-from tlkeras.data import check_class_weight, epoch_dataset, load_data
-from tlkeras.features import fine_tune_cached, train_head_cached
-from tlkeras.guards import StopOnInterrupt, StopOnNaN, TrainingDivergedError, TrainingInterrupted
+from tlkeras.config import CACHE_MODES, Stage, TrainConfig
+from tlkeras.data import Data, check_class_weight, epoch_dataset, load_data
+from tlkeras.features import cached_datasets, end_to_end_model
+from tlkeras.guards import StopOnInterrupt, TrainingDivergedError, TrainingInterrupted
 from tlkeras.memory import forget_traced_gradients
 from tlkeras.model import (
     build_model,
     compile_model,
     freeze_backbone,
     resolve_image_size,
+    strategy_scope,
     unfreeze_top_blocks,
 )
 from tlkeras.plots import HISTORY_PLOT_FILE, plot_history
@@ -46,61 +51,55 @@ from tlkeras.precision import check_precision, precision_scope, warn_if_xla_is_s
 from tlkeras.scan import SCAN_REPORT_FILE
 from tlkeras.weights import pretrained_settings
 
+__all__ = ["Stage", "TrainConfig", "fine_tune", "fit", "fit_stage", "train", "train_head"]
 
-def _fit(
-    model, train_data, validation_data, *, epochs, initial_epoch, patience, callbacks, **options
-):
-    callbacks = list(callbacks or [])
-    if patience and validation_data is not None:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, restore_best_weights=True
-            )
-        )
+
+def fit(model, train_data, validation_data=None, *, epochs, initial_epoch=0, **fit_kwargs):
+    """The one fit loop of tlkeras: `model.fit` from `initial_epoch`, `epochs` more epochs.
+
+    The training data shuffles itself (`tlkeras.data.epoch_dataset`), and the progress is
+    a moving bar on a terminal and one line per epoch in a log.
+
+    Returns:
+        The Keras history dict, e.g. `{"loss": [...], "val_accuracy": [...]}`.
+
+    Example:
+        >>> fit(model, train_ds, val_ds, epochs=3, callbacks=[StopOnNaN()])
+    """
     history = model.fit(
         train_data,
         validation_data=validation_data,
         epochs=initial_epoch + epochs,
         initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # The training dataset reshuffles itself every epoch.
-        verbose="auto" if sys.stdout.isatty() else 2,  # One line per epoch in logs.
-        **options,
+        shuffle=False,
+        verbose="auto" if sys.stdout.isatty() else 2,
+        **fit_kwargs,
     )
     return history.history
 
 
 def train_head(
-    model: keras.Model,
+    model,
     train_data,
     validation_data=None,
     *,
-    epochs: int = 10,
-    learning_rate: float = 1e-3,
-    patience: int = 0,
+    epochs=10,
+    learning_rate=1e-3,
     callbacks=None,
-    class_weight: dict[int, float] | None = None,
-    initial_epoch: int = 0,
-    steps_per_epoch: int | None = None,
-    jit_compile="auto",
+    **options,
 ) -> dict[str, list[float]]:
     """Stage 1: trains the head with the whole backbone frozen.
 
     Args:
         model: A model from `tlkeras.build_model`.
-        train_data: A `tf.data.Dataset` of `(images, labels)` batches.
-        validation_data: The same for validation, or `None`.
+        train_data: A `tf.data.Dataset` of `(images, labels)` batches, or a `Data` from
+            `tlkeras.load_data` (then the backbone runs once, on cached features).
+        validation_data: A dataset like `train_data`, or `None` (a `Data` brings its own).
         epochs: Epochs to train. Defaults to 10.
         learning_rate: Adam's learning rate. Defaults to 1e-3.
-        patience: Stop after this many epochs without a better `val_loss` and restore the
-            best weights; 0 never stops early. Defaults to 0.
-        callbacks: Extra Keras callbacks.
-        class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
-        initial_epoch: The epoch to start at, when resuming. Defaults to 0.
-        steps_per_epoch: Batches per epoch, for a `train_data` that holds several epochs
-            (`tlkeras.data.epoch_dataset`). Defaults to `None`: one pass over `train_data`.
-        jit_compile: XLA-compile the training step: True, False, or "auto" (Keras' default:
-            on with a GPU, off on a CPU). Defaults to "auto".
+        callbacks: Keras callbacks; `self.model` in them is `model`.
+        **options: More `tlkeras.config.Stage` fields: `patience`, `initial_epoch`,
+            `class_weight`, `steps_per_epoch`, `jit_compile`, `cache`, `augment`.
 
     Returns:
         The Keras history dict, e.g. `{"loss": [...], "val_accuracy": [...]}`.
@@ -108,57 +107,28 @@ def train_head(
     Example:
         >>> history = train_head(model, data.dataset("train"), data.dataset("val"), epochs=3)
     """
-    freeze_backbone(model)
-    compile_model(model, learning_rate=learning_rate, jit_compile=jit_compile)
-    return _fit(
-        model,
-        train_data,
-        validation_data,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        patience=patience,
-        callbacks=callbacks,
-        class_weight=class_weight,
-        steps_per_epoch=steps_per_epoch,
-    )
+    stage = Stage(epochs=epochs, learning_rate=learning_rate, unfreeze=0, **options)
+    return fit_stage(model, train_data, validation_data, stage=stage, callbacks=callbacks)
 
 
 def fine_tune(
-    model: keras.Model,
-    train_data,
-    validation_data=None,
-    *,
-    epochs: int = 5,
-    unfreeze: int = 1,
-    learning_rate: float = 1e-5,
-    initial_epoch: int = 0,
-    patience: int = 0,
-    callbacks=None,
-    class_weight: dict[int, float] | None = None,
-    freeze_batchnorm: bool = True,
-    steps_per_epoch: int | None = None,
-    jit_compile="auto",
-) -> dict[str, list[float]]:
+    model, train_data, validation_data=None, *, epochs=5, unfreeze=1, learning_rate=1e-5,
+    callbacks=None, **options,
+) -> dict[str, list[float]]:  # fmt: skip
     """Stage 2: unfreezes the top blocks (BatchNorm excepted), recompiles, trains on.
 
     Args:
         model: A model whose head was trained by `train_head`.
-        train_data: A `tf.data.Dataset` of `(images, labels)` batches.
-        validation_data: The same for validation, or `None`.
+        train_data: A `tf.data.Dataset` of `(images, labels)` batches, or a `Data`.
+        validation_data: A dataset like `train_data`, or `None` (a `Data` brings its own).
         epochs: Epochs to fine-tune. Defaults to 5.
         unfreeze: How many whole blocks of the backbone to unfreeze, from the top.
             Defaults to 1 (e.g. VGG16's block5).
         learning_rate: Adam's learning rate, kept low so the pretrained features are not
             destroyed. Defaults to 1e-5.
-        initial_epoch: Where the epoch count continues from (stage 1's epoch count).
-        patience: Early-stopping patience on `val_loss`; 0 never stops early.
-        callbacks: Extra Keras callbacks.
-        class_weight: `{label: weight}` for Keras' `fit`, e.g. `data.class_weight()`.
-        freeze_batchnorm: Keep BatchNorm frozen. Defaults to True; False reproduces the
-            classic mistake, for teaching (see `build_model`).
-        steps_per_epoch: Batches per epoch, for a `train_data` that holds several epochs.
-        jit_compile: XLA-compile the training step: True, False, or "auto" (Keras' default:
-            on with a GPU, off on a CPU). Defaults to "auto".
+        callbacks: Keras callbacks; `self.model` in them is `model`.
+        **options: More `tlkeras.config.Stage` fields: `initial_epoch` (stage 1's epoch
+            count), `patience`, `class_weight`, `freeze_batchnorm`, `cache`, ...
 
     Returns:
         The Keras history dict of this stage.
@@ -166,19 +136,388 @@ def fine_tune(
     Example:
         >>> history = fine_tune(model, train_ds, val_ds, epochs=3, unfreeze=2, initial_epoch=5)
     """
-    unfreeze_top_blocks(model, unfreeze, freeze_batchnorm=freeze_batchnorm)
-    compile_model(model, learning_rate=learning_rate, jit_compile=jit_compile)
-    return _fit(
-        model,
-        train_data,
-        validation_data,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        patience=patience,
-        callbacks=callbacks,
-        class_weight=class_weight,
-        steps_per_epoch=steps_per_epoch,
+    stage = Stage(epochs=epochs, learning_rate=learning_rate, unfreeze=unfreeze, **options)
+    return fit_stage(model, train_data, validation_data, stage=stage, callbacks=callbacks)
+
+
+def fit_stage(model, train_data, validation_data=None, *, stage: Stage, callbacks=None):
+    """Freezes the backbone but the stage's top blocks, recompiles and fits.
+
+    Example:
+        >>> fit_stage(model, data, stage=Stage(epochs=3, learning_rate=1e-3))
+    """
+    if stage.unfreeze:
+        unfreeze_top_blocks(model, stage.unfreeze, freeze_batchnorm=stage.freeze_batchnorm)
+    else:
+        freeze_backbone(model)
+    warn_if_xla_is_slow(model, stage.jit_compile)
+    callbacks = list(callbacks or [])
+    with _feed(model, train_data, validation_data, stage) as (trained, train_ds, val_ds, steps):
+        if stage.patience and val_ds is not None:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(patience=stage.patience, restore_best_weights=True)
+            )
+        _compile(trained, model, stage)
+        return fit(
+            trained,
+            train_ds,
+            val_ds,
+            epochs=stage.epochs,
+            initial_epoch=stage.initial_epoch,
+            callbacks=[_OnModel(callbacks, model)] if trained is not model else callbacks,
+            class_weight=stage.class_weight,
+            steps_per_epoch=steps,
+        )
+
+
+@contextlib.contextmanager
+def _feed(model, train_data, validation_data, stage: Stage):
+    """Yields `(trained, train_data, validation_data, steps)`: what `fit` trains, on what.
+
+    `trained` shares its layers with `model`: the top of the model when a `Data` is cached,
+    else the model end to end with its frozen part in inference mode (the model itself
+    when `freeze_batchnorm=False` reproduces the classic mistake).
+    """
+    trained = end_to_end_model(model, stage.unfreeze) if stage.freeze_batchnorm else model
+    if not isinstance(train_data, Data):
+        yield trained, train_data, validation_data, stage.steps_per_epoch
+        return
+    data = train_data
+    if validation_data is not None:
+        raise TypeError(
+            "A Data brings its own validation split, so validation_data must be None with it. "
+            f"Received: validation_data={validation_data!r}"
+        )
+    augment = augmentation_layer(stage.augment, seed=data.seed)
+    passes = _cache_passes(stage, augment)
+    if passes:
+        stage = dataclasses.replace(stage, augment=augment, augment_passes=passes)
+        with cached_datasets(model, data, stage) as fed:
+            yield fed
+        return
+    images, labels = data.arrays["train"]
+    train_ds, steps = epoch_dataset(
+        images,
+        labels,
+        batch_size=data.batch_size,
+        seed=data.seed,
+        initial_epoch=stage.initial_epoch,
+        epochs=stage.initial_epoch + stage.epochs,
+        augment=augment,
     )
+    val_ds = data.dataset("val") if "val" in data.arrays else None
+    shard = distribute.shard_by_data
+    yield trained, shard(train_ds), val_ds and shard(val_ds), steps
+
+
+def _cache_passes(stage: Stage, augment) -> int:
+    """How many passes over the training images to cache; 0 means train end to end."""
+    if stage.cache == "off" or not stage.epochs or not stage.freeze_batchnorm:
+        return 0
+    # Random augmentation changes the images every epoch: cache K augmented passes, or none.
+    return 1 if augment is None else stage.augment_passes
+
+
+def _compile(trained, model, stage: Stage) -> None:
+    """Compiles `trained`, and `model` with the same optimizer, built for the model's variables.
+
+    The two share their trainable variables, so one optimizer serves both: the model's
+    checkpoints (`model.save_weights`) then hold the optimizer state that trains it, in the
+    order of `model.trainable_variables` whatever is fed, so a checkpoint loads back into the
+    same slots. Keras only picks up a change of `trainable` on compile.
+    """
+    options = {"learning_rate": stage.learning_rate, "jit_compile": stage.jit_compile}
+    compile_model(trained, **options)
+    if trained is not model:
+        with strategy_scope(model):
+            trained.optimizer.build(model.trainable_variables)
+        compile_model(model, optimizer=trained.optimizer, **options)
+
+
+class _OnModel(keras.callbacks.Callback):
+    """Runs callbacks against the whole model while `fit` trains a model that shares its layers.
+
+    Inside them `self.model` is the whole model, so a ModelCheckpoint saves a model that
+    takes images, and a callback that stops training (EarlyStopping, TerminateOnNaN) stops
+    the fit.
+    """
+
+    HOOKS = ("train_begin", "train_end", "epoch_begin", "epoch_end", "train_batch_begin")
+    HOOKS += ("train_batch_end", "test_begin", "test_end", "test_batch_begin", "test_batch_end")
+
+    def __init__(self, callbacks, model: keras.Model):
+        super().__init__()
+        self._model_callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
+        self._whole = model
+        for hook in self.HOOKS:
+            setattr(self, f"on_{hook}", self._forward(f"on_{hook}"))
+
+    def set_params(self, params):
+        super().set_params(params)
+        self._model_callbacks.set_params(params)
+
+    def _forward(self, hook: str):
+        def forward(*args, **kwargs):
+            if hook == "on_train_begin":
+                self._whole.stop_training = False
+            getattr(self._model_callbacks, hook)(*args, **kwargs)
+            if self._whole.stop_training:
+                self.model.stop_training = True
+
+        return forward
+
+
+#: TrainConfig fields that say where and how to start a run, not what it trains.
+RUN_CONTROL_FIELDS = ("out", "resume", "overwrite", "callbacks")
+#: The errno values of a full disk or an exceeded quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@forget_traced_gradients()  # Frees what TensorFlow keeps of each run (see tlkeras.memory).
+def train(config: TrainConfig, *, callbacks=None) -> runs.Run:
+    """Trains a classifier on a data folder and writes a run folder, checkpointing every epoch.
+
+    The run folder is described in the README ("Train, predict, evaluate"). A killed run
+    loses at most the epoch in progress, and `resume=True` continues it exactly. Ctrl-C,
+    SIGTERM, a NaN loss or a full disk stop it with a message that says how to resume.
+
+    Args:
+        config: A `TrainConfig`.
+        callbacks: Keras callbacks for both stages, after `config.callbacks`; `self.model`
+            in them is the whole model.
+
+    Returns:
+        The saved `Run` (model, class names, config, history).
+
+    Example:
+        >>> run = train(TrainConfig("data_samples/digits", weights="none", image_size=32))
+    """
+    config = resolve_config(config)
+    strategy = distribute.get_strategy(config.strategy)  # First: multi-worker needs a new runtime.
+    config, run_dir = _where_this_worker_writes(config, strategy)
+    state = checkpoints.start_run(config.out, settings_of(config), resume=config.resume,
+                                  overwrite=config.overwrite)  # fmt: skip
+    if state.finished:
+        print(f"The run in {run_dir} has already finished; loading it.")
+        return runs.load_run(run_dir)
+    data, model = _load_and_build(config, strategy)
+    _begin(config, state, data, model)
+    callbacks = [*(config.callbacks or []), *(callbacks or [])]
+    with StopOnInterrupt() as interrupt:
+        for number, stage in plan_stages(config, state, data, strategy):
+            with _explain_stops(config, state, stage=number):
+                run_callbacks = _stage_callbacks(config, state, data, stage=number)
+                fit_stage(
+                    model, data, stage=stage, callbacks=[*run_callbacks, *callbacks, interrupt]
+                )
+    with _explain_stops(config, state, stage=len(state.histories)):
+        run = _save(config, state, data, model, strategy)
+    return _as_chief_run(run, config.out, run_dir)
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Fills in what a pretrained `weights` folder knows, then checks every setting.
+
+    Fails before any slow work when a setting cannot work.
+    """
+    found = pretrained_settings(config.weights)
+    config = dataclasses.replace(
+        config,
+        backbone=config.backbone or found.get("backbone") or "vgg16",
+        image_size=config.image_size or found.get("image_size"),
+    )
+    check_counts(
+        {
+            "epochs": (config.epochs, 1),
+            "fine_tune_epochs": (config.fine_tune_epochs, 0),
+            "batch_size": (config.batch_size, 1),
+            "patience": (config.patience, 0),
+            "augment_passes": (config.augment_passes, 0),
+        }
+    )
+    blocks = get_backbone(config.backbone).block_names
+    if config.fine_tune_epochs and not 1 <= config.unfreeze <= len(blocks):
+        raise ValueError(
+            f"Cannot unfreeze {config.unfreeze} blocks of {config.backbone}: it has "
+            f"{len(blocks)} blocks, {', '.join(blocks)} (bottom to top). Pass a number from 1 "
+            f"to {len(blocks)}. Received: unfreeze={config.unfreeze!r}"
+        )
+    check_precision(config.precision)
+    if config.jit_compile not in (True, False, "auto"):
+        raise ValueError(
+            "jit_compile must be True, False or 'auto' (XLA with a GPU, none on a CPU). "
+            f"Received: jit_compile={config.jit_compile!r}"
+        )
+    if config.cache not in CACHE_MODES:
+        raise ValueError(
+            f"Unknown cache mode {config.cache!r}. Expected one of {CACHE_MODES}: 'off' runs "
+            f"the whole backbone every epoch. Received: cache={config.cache!r}"
+        )
+    check_class_weight(config.class_weight)
+    return config
+
+
+def check_counts(counts: dict) -> None:
+    """Fails on a count that is not an int, or is below its minimum.
+
+    Example:
+        >>> check_counts({"epochs": (config.epochs, 1), "patience": (config.patience, 0)})
+    """
+    for name, (value, low) in counts.items():
+        if not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"{name} must be an int of at least {low}. Received: {name}={value!r}"
+            )
+
+
+def settings_of(config: TrainConfig) -> dict:
+    """The settings that define a run, as `checkpoint/state.json` saves them."""
+    settings = {
+        field.name: getattr(config, field.name)
+        for field in dataclasses.fields(config)
+        if field.name not in RUN_CONTROL_FIELDS
+    }
+    return json.loads(json.dumps(settings, default=os.fspath))  # As saved: lists, str.
+
+
+def _load_and_build(config: TrainConfig, strategy) -> tuple[Data, keras.Model]:
+    """Seeds everything, loads the data folder and builds the model in the strategy's scope."""
+    keras.utils.clear_session()  # Many runs in one process must not pile up Keras state.
+    if config.deterministic:
+        _enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    image_size = resolve_image_size(config.image_size, config.backbone)
+    data = load_data(
+        config.data_dir,
+        image_size=image_size,
+        batch_size=config.batch_size * strategy.num_replicas_in_sync,  # The global batch.
+        validation_split=config.validation_split,
+        seed=config.seed,
+        strict=config.strict,
+    )
+    with strategy.scope(), precision_scope(config.precision):
+        model = build_model(
+            config.backbone,
+            num_classes=len(data.class_names),
+            image_size=image_size,
+            weights=config.weights,
+            dense_units=config.dense_units,
+            dropout=config.dropout,
+            weights_dir=config.weights_dir,
+        )
+    return data, model
+
+
+def _enable_op_determinism() -> None:
+    """Deterministic kernels (slower): the same seed gives the same weights on this machine."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
+def _begin(config: TrainConfig, state, data: Data, model: keras.Model) -> None:
+    """Checks the disk, creates or checks the checkpoint, and loads the last one's weights."""
+    runs.check_free_space(config.out, num_params=model.count_params())
+    checkpoints.begin_run(
+        config.out,
+        state,
+        splits=data.folder.splits,
+        data_dir=config.data_dir,
+        overwrite=config.overwrite,
+    )
+    data.report.save(os.path.join(config.out, SCAN_REPORT_FILE))
+    checkpoints.restore_model(model, config.out, state)
+
+
+def _learning_rates(config: TrainConfig, strategy) -> tuple[float, float]:
+    """Both stages' learning rates, scaled to the number of replicas."""
+    return tuple(
+        distribute.scale_learning_rate(
+            rate,
+            num_replicas=strategy.num_replicas_in_sync,
+            scaling=config.learning_rate_scaling,
+        )
+        for rate in (config.learning_rate, config.fine_tune_learning_rate)
+    )
+
+
+def _augmentation(config: TrainConfig):
+    return get_augmentation(
+        config.augment,
+        flip=config.flip,
+        rotation=config.rotation,
+        zoom=config.zoom,
+        translation=config.translation,
+        contrast=config.contrast,
+    )
+
+
+def plan_stages(config: TrainConfig, state, data: Data, strategy) -> list[tuple[int, Stage]]:
+    """What is left to train: `(number, Stage)` for each stage that has not ended.
+
+    Example:
+        >>> [number for number, _ in plan_stages(config, state, data, strategy)]
+        [1, 2]
+    """
+    learning_rates = _learning_rates(config, strategy)
+    planned = {1: config.epochs, 2: config.fine_tune_epochs}
+    common = dict(
+        class_weight=data.class_weight(config.class_weight),
+        jit_compile=config.jit_compile,
+        cache=config.cache,
+        augment=_augmentation(config),
+        augment_passes=config.augment_passes,
+    )
+    return [
+        (
+            number,
+            Stage(
+                epochs=state.remaining_epochs(number, planned[number]),
+                learning_rate=learning_rates[number - 1],
+                unfreeze=0 if number == 1 else config.unfreeze,
+                initial_epoch=state.stage_start(number) + state.epochs_in(number),
+                **common,
+            ),
+        )
+        for number in ((1, 2) if config.fine_tune_epochs else (1,))
+        if not state.is_done(number)
+    ]
+
+
+def _stage_callbacks(config: TrainConfig, state, data: Data, *, stage: int) -> list:
+    """The callbacks that make a stage resumable, in the order they must run."""
+    return checkpoints.stage_callbacks(
+        config.out,
+        state,
+        stage=stage,
+        class_names=data.class_names,
+        metadata={"backbone": config.backbone, "image_size": list(data.image_size)},
+        patience=config.patience,
+    )
+
+
+def _save(config: TrainConfig, state, data: Data, model, strategy) -> runs.Run:
+    """Writes the run folder and marks the checkpoint finished."""
+    resolved = {**settings_of(config), "image_size": list(data.image_size)}
+    resolved.update(out=config.out, resume=config.resume, overwrite=config.overwrite)
+    resolved["augmentation"] = dataclasses.asdict(_augmentation(config))  # preset + overrides
+    learning_rates = _learning_rates(config, strategy)
+    resolved["distribution"] = {
+        **distribute.describe(strategy),
+        "global_batch_size": data.batch_size,
+        "learning_rate": learning_rates[0],
+        "fine_tune_learning_rate": learning_rates[1],
+    }
+    run = runs.save_run(
+        config.out,
+        model=model,
+        class_names=data.class_names,
+        config=resolved,
+        history=merge_histories(*state.histories),
+    )
+    plot_history(run.history, path=os.path.join(config.out, HISTORY_PLOT_FILE))
+    checkpoints.finish_run(config.out, state)
+    return run
 
 
 def merge_histories(*stages: dict[str, list[float]]) -> dict[str, list]:
@@ -200,140 +539,19 @@ def merge_histories(*stages: dict[str, list[float]]) -> dict[str, list]:
     return merged
 
 
-def check_counts(counts: dict) -> None:
-    """Fails on a count that is not an int, or is below its minimum.
-
-    Example:
-        >>> check_counts({"epochs": (config.epochs, 1), "patience": (config.patience, 0)})
-    """
-    for name, (value, low) in counts.items():
-        if not isinstance(value, int) or value < low:
-            raise ValueError(
-                f"{name} must be an int of at least {low}. Received: {name}={value!r}"
-            )
-
-
-def _check_config(config: TrainConfig) -> None:
-    """Fails before any slow work when a setting cannot work."""
-    check_counts(
-        {
-            "epochs": (config.epochs, 1),
-            "fine_tune_epochs": (config.fine_tune_epochs, 0),
-            "batch_size": (config.batch_size, 1),
-            "patience": (config.patience, 0),
-        }
-    )
-    blocks = get_backbone(config.backbone).block_names
-    if config.fine_tune_epochs and not 1 <= config.unfreeze <= len(blocks):
-        raise ValueError(
-            f"Cannot unfreeze {config.unfreeze} blocks of {config.backbone}: it has "
-            f"{len(blocks)} blocks, {', '.join(blocks)} (bottom to top). Pass a number from 1 "
-            f"to {len(blocks)}. Received: unfreeze={config.unfreeze!r}"
-        )
-    _check_speed_options(config)
-
-
-def _check_speed_options(config: TrainConfig) -> None:
-    check_precision(config.precision)
-    if config.jit_compile not in (True, False, "auto"):
-        raise ValueError(
-            "jit_compile must be True, False or 'auto' (XLA with a GPU, none on a CPU). "
-            f"Received: jit_compile={config.jit_compile!r}"
-        )
-    if config.cache not in CACHE_MODES:
-        raise ValueError(
-            f"Unknown cache mode {config.cache!r}. Expected one of {CACHE_MODES}: 'off' runs "
-            f"the whole backbone every epoch. Received: cache={config.cache!r}"
-        )
-    if not isinstance(config.augment_passes, int) or config.augment_passes < 0:
-        raise ValueError(
-            "augment_passes must be an int of at least 0 (0 trains end to end when augmenting)."
-            f" Received: augment_passes={config.augment_passes!r}"
-        )
-
-
-def _cache_passes(config: TrainConfig, augmentation) -> int:
-    """How many passes over the training images to cache; 0 means train end to end."""
-    if config.cache == "off":
-        return 0
-    # Random augmentation changes the images every epoch: cache K augmented passes, or none.
-    return config.augment_passes if augmentation.enabled else 1
-
-
-#: The errno values of a full disk or an exceeded quota.
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-#: TrainConfig fields that say where and how to start a run, not what it trains.
-RUN_CONTROL_FIELDS = ("out", "resume", "overwrite")
-
-
-def _run_stage(
-    stage: int,
-    model,
-    data,
-    state,
-    config: TrainConfig,
-    interrupt,
-    *,
-    learning_rate: float,
-    augment,
-    class_weight,
-) -> None:
-    """Runs what is left of one stage, checkpointing every epoch, cached or end to end."""
-    planned = config.epochs if stage == 1 else config.fine_tune_epochs
-    initial_epoch = state.stage_start(stage) + state.epochs_in(stage)
-    epochs = state.remaining_epochs(stage, planned)
-    early_stopping = None
-    if config.patience:
-        early_stopping = checkpoints.ResumableEarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True
-        )
-    best = checkpoints.BestModelCheckpoint(
-        os.path.join(config.out, runs.CHECKPOINT_FILE),
-        class_names=data.class_names,
-        best=checkpoints.best_validation_loss(state),
-        metadata={"backbone": config.backbone, "image_size": list(data.image_size)},
-    )
-    callbacks = [
-        StopOnNaN(),
-        *([early_stopping] if early_stopping else []),
-        checkpoints.EpochCheckpoint(
-            config.out, state=state, stage=stage, early_stopping=early_stopping
-        ),
-        best,
-        interrupt,
-    ]
-    options = dict(epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks)
-    options.update(class_weight=class_weight, jit_compile=config.jit_compile)
-    options.update(learning_rate=learning_rate, patience=0)  # Early stopping is in callbacks.
-    passes = _cache_passes(config, augment)
-    if passes and epochs:  # Run the frozen part once; train the rest on its cached output.
-        options.update(data=data, passes=passes, storage=config.cache)
-        options.update(augment=augment if augment.enabled else None)
-        if stage == 1:
-            train_head_cached(model, **options)
-        else:
-            fine_tune_cached(model, unfreeze=config.unfreeze, **options)
-        return
-    images, labels = data.arrays["train"]
-    train_ds, steps = epoch_dataset(
-        images,
-        labels,
-        batch_size=data.batch_size,  # The global batch: per replica x replicas.
-        seed=config.seed,
-        initial_epoch=initial_epoch,
-        epochs=initial_epoch + epochs,
-        augment=augmentation_layer(augment, seed=config.seed),
-    )
-    train_ds, val_ds = (
-        distribute.shard_by_data(train_ds),
-        distribute.shard_by_data(data.dataset("val")),
-    )
-    warn_if_xla_is_slow(model, config.jit_compile)
-    options.update(steps_per_epoch=steps)
-    if stage == 1:
-        train_head(model, train_ds, val_ds, **options)
-    else:
-        fine_tune(model, train_ds, val_ds, unfreeze=config.unfreeze, **options)
+@contextlib.contextmanager
+def _explain_stops(config: TrainConfig, state, *, stage: int):
+    """Turns a stop (Ctrl-C, NaN, a full disk) into a message that says how to go on."""
+    try:
+        yield
+    except (TrainingInterrupted, TrainingDivergedError) as error:
+        error.args = (_how_to_continue(error, stage=stage, state=state, config=config),)
+        raise
+    except checkpoints.CheckpointWriteError:
+        raise
+    except OSError as error:  # A full disk, most often: every file written so far is whole.
+        message = _how_to_continue(error, stage=stage, state=state, config=config)
+        raise OSError(error.errno, message) from error
 
 
 def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
@@ -352,6 +570,22 @@ def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
         fix = "free some disk space" if error.errno in DISK_FULL else "fix that"
         return f"{what} {kept}; {fix}, then {step}."
     return f"{error} {kept}; to continue, {step}."
+
+
+def _where_this_worker_writes(config: TrainConfig, strategy) -> tuple[TrainConfig, str]:
+    """`(config, run_dir)`: the chief writes `config.out`; other workers a scratch copy."""
+    if distribute.is_chief(strategy):
+        return config, config.out
+    out = _worker_folder(config.out, resume=config.resume)
+    return dataclasses.replace(config, out=out), config.out
+
+
+def _as_chief_run(run: runs.Run, out, run_dir) -> runs.Run:
+    """A worker's run names the chief's folder; its own scratch folder goes."""
+    if os.fspath(out) != os.fspath(run_dir):
+        shutil.rmtree(out)
+        run.path = run_dir
+    return run
 
 
 def _worker_folder(run_dir, *, resume: bool) -> str:
@@ -382,171 +616,3 @@ def _worker_folder(run_dir, *, resume: bool) -> str:
     for name in filter(None, names):
         shutil.copy2(os.path.join(source, name), os.path.join(target, name))
     return folder
-
-
-def with_pretrained_defaults(config: TrainConfig) -> TrainConfig:
-    """Fills an unset backbone and image size from a pretrained `weights` folder's manifest."""
-    found = pretrained_settings(config.weights)
-    return dataclasses.replace(
-        config,
-        backbone=config.backbone or found.get("backbone") or "vgg16",
-        image_size=config.image_size or found.get("image_size"),
-    )
-
-
-@forget_traced_gradients()  # Frees what TensorFlow keeps of each run (see tlkeras.memory).
-def train(config: TrainConfig) -> runs.Run:
-    """Trains a classifier on a data folder and writes a run folder, checkpointing every epoch.
-
-    The run folder holds `model.keras` (class names embedded), `class_names.json`,
-    `config.json` (the resolved configuration), `history.json`, `history.csv`,
-    `history.png` (the training curves), `best.keras` (the model with the lowest validation
-    loss), `scan_report.json` (what the pre-scan found: skipped and ignored files, images per
-    class and split) and `checkpoint/`.
-
-    Before any slow work it checks that `config.out` is new (or `resume`/`overwrite` is set)
-    and writable, then that the disk has room for the model and its checkpoints. Every epoch
-    is checkpointed, so a run that is killed loses at most the epoch in progress, and
-    `resume=True` continues it exactly: its final weights and history match an uninterrupted
-    run's. Ctrl-C (or SIGTERM) stops after the current batch with `guards.TrainingInterrupted`,
-    and a NaN or infinite loss stops training with `guards.TrainingDivergedError`; both keep
-    the last checkpoint and say how to resume.
-
-    `config.strategy` spreads training over several GPUs or machines (`tlkeras.distribute`).
-    In a multi-worker job only the chief writes the run folder; on the other workers the
-    returned `Run` holds the same trained model and `path` names the chief's folder. To
-    resume a multi-worker run, every worker must read the chief's run folder (shared storage).
-
-    Args:
-        config: A `TrainConfig`.
-
-    Returns:
-        The saved `Run` (model, class names, config, history).
-
-    Raises:
-        ValueError: If a setting or the run folder is wrong (see `TrainConfig`).
-        guards.TrainingInterrupted: After Ctrl-C or SIGTERM (a `KeyboardInterrupt`).
-        guards.TrainingDivergedError: If the loss became NaN or infinite.
-
-    Example:
-        >>> run = train(TrainConfig("data_samples/digits", out="runs/digits",
-        ...                         weights="none", image_size=32, epochs=3))
-        >>> run.class_names[:2]
-        ['0', '1']
-    """
-    config = with_pretrained_defaults(config)
-    _check_config(config)
-    strategy = distribute.get_strategy(config.strategy)  # First: multi-worker needs a new runtime.
-    replicas = strategy.num_replicas_in_sync
-    learning_rates = tuple(
-        distribute.scale_learning_rate(
-            rate, num_replicas=replicas, scaling=config.learning_rate_scaling
-        )
-        for rate in (config.learning_rate, config.fine_tune_learning_rate)
-    )
-    # Only the chief writes the run folder; other workers write to a scratch folder.
-    chief, run_dir = distribute.is_chief(strategy), config.out
-    out = run_dir if chief else _worker_folder(run_dir, resume=config.resume)
-    config = dataclasses.replace(config, out=out)
-    augmentation = get_augmentation(
-        config.augment,
-        flip=config.flip,
-        rotation=config.rotation,
-        zoom=config.zoom,
-        translation=config.translation,
-        contrast=config.contrast,
-    )
-    check_class_weight(config.class_weight)
-    keras.utils.clear_session()  # Many runs in one process must not pile up Keras state.
-    settings = {
-        key: value
-        for key, value in dataclasses.asdict(config).items()
-        if key not in RUN_CONTROL_FIELDS
-    }
-    settings = json.loads(json.dumps(settings, default=os.fspath))  # As saved: lists, str.
-    state = checkpoints.start_run(
-        config.out, settings=settings, resume=config.resume, overwrite=config.overwrite
-    )
-    if state.finished:
-        print(f"The run in {run_dir} has already finished; loading it.")
-        return runs.load_run(run_dir)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
-    image_size = resolve_image_size(config.image_size, config.backbone)
-    data = load_data(
-        config.data_dir,
-        image_size=image_size,
-        batch_size=config.batch_size * replicas,  # The global batch.
-        validation_split=config.validation_split,
-        seed=config.seed,
-        strict=config.strict,
-    )
-    class_weight = data.class_weight(config.class_weight)
-    with strategy.scope(), precision_scope(config.precision):
-        model = build_model(
-            config.backbone,
-            num_classes=len(data.class_names),
-            image_size=image_size,
-            weights=config.weights,
-            dense_units=config.dense_units,
-            dropout=config.dropout,
-            weights_dir=config.weights_dir,
-        )
-    runs.check_free_space(config.out, num_params=model.count_params())
-    checkpoints.begin_run(
-        config.out,
-        state,
-        splits=data.folder.splits,
-        data_dir=config.data_dir,
-        overwrite=config.overwrite,
-    )
-    data.report.save(os.path.join(config.out, SCAN_REPORT_FILE))
-    checkpoints.restore_model(model, config.out, state)
-    fit_options = {"augment": augmentation, "class_weight": class_weight}
-    stage = 1
-    try:
-        with StopOnInterrupt() as interrupt:
-            for stage in (1, 2) if config.fine_tune_epochs else (1,):
-                if not state.is_done(stage):
-                    _run_stage(
-                        stage,
-                        model,
-                        data,
-                        state,
-                        config,
-                        interrupt,
-                        learning_rate=learning_rates[stage - 1],
-                        **fit_options,
-                    )
-        resolved = {**dataclasses.asdict(config), "image_size": list(image_size)}
-        resolved["out"] = run_dir
-        resolved["augmentation"] = dataclasses.asdict(augmentation)  # preset + overrides
-        resolved["distribution"] = {
-            **distribute.describe(strategy),
-            "global_batch_size": config.batch_size * replicas,
-            "learning_rate": learning_rates[0],
-            "fine_tune_learning_rate": learning_rates[1],
-        }
-        resolved = json.loads(json.dumps(resolved, default=os.fspath))  # e.g. a Path data_dir
-        run = runs.save_run(
-            config.out,
-            model=model,
-            class_names=data.class_names,
-            config=resolved,
-            history=merge_histories(*state.histories),
-        )
-        plot_history(run.history, path=os.path.join(config.out, HISTORY_PLOT_FILE))
-        checkpoints.finish_run(config.out, state)
-    except (TrainingInterrupted, TrainingDivergedError) as error:
-        error.args = (_how_to_continue(error, stage=stage, state=state, config=config),)
-        raise
-    except OSError as error:  # A full disk, most often: every file written so far is whole.
-        if isinstance(error, checkpoints.CheckpointWriteError):
-            raise
-        message = _how_to_continue(error, stage=stage, state=state, config=config)
-        raise OSError(error.errno, message) from error
-    if not chief:  # Its model is the chief's; only the chief's run folder is kept.
-        shutil.rmtree(out)
-        run.path = run_dir
-    return run
