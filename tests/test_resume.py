@@ -191,10 +191,15 @@ def test_nan_loss_keeps_the_last_checkpoint_and_resumes_with_a_lower_rate(
 
 
 def test_a_full_disk_says_which_checkpoint_is_kept(data_dir, tmp_path, monkeypatch):
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    save_model, calls = tl.runs.save_model, []
 
-    monkeypatch.setattr(tl.runs, "save_model", full_disk)  # best.keras, after epoch 1's checkpoint
+    def full_disk(*args, **kwargs):  # Epoch 1's best.keras is written; epoch 2's is not.
+        calls.append(args)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save_model(*args, **kwargs)
+
+    monkeypatch.setattr(tl.runs, "save_model", full_disk)  # best.keras of epoch 2
     settings = {**SETTINGS, "epochs": 2, "fine_tune_epochs": 0}
     with pytest.raises(OSError, match="No space left on device") as error:
         tl.train(tl.TrainConfig(data_dir, out=str(tmp_path / "run"), **settings))
@@ -213,3 +218,26 @@ def test_existing_run_folder_is_one_line_exit_2(capsys, data_dir, tmp_path):
     assert "already exists. Pass --resume" in err and "--overwrite" in err
     code = main(["train", data_dir, "--resume", str(tmp_path / "a"), "--out", str(tmp_path / "b")])
     assert code == 2 and "--out names another folder" in capsys.readouterr().err
+
+
+def test_killed_right_after_an_epoch_commits_still_has_that_epochs_best_model(data_dir, tmp_path):
+    """The state never names an epoch whose best.keras is not on disk (best is written first)."""
+    out = str(tmp_path / "run")
+    flags = [*CLI_FLAGS, "--epochs=1", "--fine-tune-epochs=0", "--out", out]
+    environment = {**os.environ, "TLKERAS_KILL_AT": "checkpoint_saved:1"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "tlkeras", "train", data_dir, *flags],
+        env=environment,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert checkpoints.load_state(out).epoch == 1, "killed after epoch 1's state.json"
+
+    settings = {**SETTINGS, "epochs": 1, "fine_tune_epochs": 0}
+    run = tl.train(tl.TrainConfig(data_dir, out=out, resume=True, **settings))
+    best, _ = tl.runs.load_model(os.path.join(out, "best.keras"))
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(
+        best.predict(images, verbose=0), run.model.predict(images, verbose=0)
+    )

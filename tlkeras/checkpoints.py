@@ -560,8 +560,9 @@ def stage_callbacks(
 
     `StopOnNaN`; early stopping (`patience` > 0); `best.keras` (written before the epoch's
     checkpoint commits, so the state never names an epoch whose best model is not on disk);
-    the epoch checkpoint; TensorBoard's event files in `logs/stage1` and `logs/stage2`.
-    Put `guards.StopOnInterrupt` after them.
+    TensorBoard's event files in `logs/stage1` and `logs/stage2`; the epoch checkpoint,
+    last, so nothing slow runs between its commit and the next epoch. Put
+    `guards.StopOnInterrupt` after them.
 
     Example:
         >>> callbacks = stage_callbacks("runs/x", state, stage=1, class_names=["a", "b"])

@@ -452,8 +452,11 @@ def _augmentation(config: TrainConfig):
     )
 
 
-def plan_stages(config: TrainConfig, state, data: Data, strategy) -> list[tuple[int, Stage]]:
-    """What is left to train: `(number, Stage)` for each stage that has not ended.
+def plan_stages(config: TrainConfig, state, data: Data, strategy):
+    """Yields `(number, Stage)` for each stage that has not ended, as it is reached.
+
+    A stage is planned only when the one before it has ended, since it starts where that
+    one stopped (early stopping may end stage 1 before `config.epochs`).
 
     Example:
         >>> [number for number, _ in plan_stages(config, state, data, strategy)]
@@ -468,8 +471,10 @@ def plan_stages(config: TrainConfig, state, data: Data, strategy) -> list[tuple[
         augment=_augmentation(config),
         augment_passes=config.augment_passes,
     )
-    return [
-        (
+    for number in (1, 2) if config.fine_tune_epochs else (1,):
+        if state.is_done(number):
+            continue
+        yield (
             number,
             Stage(
                 epochs=state.remaining_epochs(number, planned[number]),
@@ -479,9 +484,6 @@ def plan_stages(config: TrainConfig, state, data: Data, strategy) -> list[tuple[
                 **common,
             ),
         )
-        for number in ((1, 2) if config.fine_tune_epochs else (1,))
-        if not state.is_done(number)
-    ]
 
 
 def _stage_callbacks(config: TrainConfig, state, data: Data, *, stage: int) -> list:
