@@ -8,7 +8,7 @@ Run from the repository root:
 It writes `--num-images` noisy images (half 32x32 PNG, half 64x64 JPEG, 10 classes) into a
 temporary folder (or `--folder`), then prints, for each thread count, how long these take:
 
-- `scan_folder`: listing the files by extension, no file opened;
+- `scan_class_folders`: listing the files by extension, no file opened;
 - `read_image_header` on every file: what a header-only check costs;
 - `scan_dataset` with full decoding (`tlkeras scan DATA_DIR`);
 - `scan_dataset` decoding as training does at `--image-size` (the pre-scan of `train`);
@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 
 from tlkeras.data import load_data  # noqa: E402
 from tlkeras.images import read_image_header  # noqa: E402
-from tlkeras.scan import scan_dataset, scan_folder  # noqa: E402
+from tlkeras.scan import scan_class_folders, scan_dataset  # noqa: E402
 
 
 def write_images(root: str, num_images: int, num_classes: int = 10, seed: int = 0) -> None:
@@ -76,9 +76,10 @@ def main(argv=None) -> None:
             seconds, _ = timed(lambda: write_images(root, args.num_images))
             print(f"wrote {args.num_images} images in {seconds:.1f} s to {root}")
         print(f"CPUs: {os.cpu_count()}")
-        seconds, folder = timed(lambda: scan_folder(root))
-        paths = [p for split in folder.splits.values() for p in split.paths]
-        print(f"{'scan_folder (list by extension)':44} {seconds:6.2f} s for {len(paths)} files")
+        seconds, (listed, _) = timed(lambda: scan_class_folders(root))
+        paths = listed.paths
+        name = "scan_class_folders (list by extension)"
+        print(f"{name:44} {seconds:6.2f} s for {len(paths)} files")
         seconds, _ = timed(lambda: [read_image_header(p) for p in paths])
         print(f"{'read_image_header on every file, 1 thread':44} {seconds:6.2f} s")
         for workers in [w or None for w in args.workers]:

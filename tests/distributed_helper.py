@@ -38,8 +38,8 @@ def main() -> None:
         tf.config.set_logical_device_configuration(cpu, logical)
 
     import tlkeras as tl
-    from tlkeras.data import scan_folder
     from tlkeras.predict import predict_probabilities
+    from tlkeras.scan import scan_class_folders
 
     config = tl.TrainConfig(**json.loads(args.config))
     run = tl.train(config)
@@ -49,8 +49,7 @@ def main() -> None:
             isinstance(v.value, tf.distribute.DistributedValues) for v in variables
         )
 
-    folder = scan_folder(config.data_dir, validation_split=config.validation_split)
-    paths = folder.splits["train"].paths + folder.splits["val"].paths
+    paths = scan_class_folders(config.data_dir)[0].paths
     result = {
         "history": run.history,
         "distribution": run.config["distribution"],

@@ -9,7 +9,6 @@ import pytest
 
 import tlkeras as tl
 from tlkeras.cli import main
-from tlkeras.data import scan_folder
 
 
 def test_compare_two_backbones_on_the_same_split(image_folder, tmp_path, capsys):
@@ -23,7 +22,7 @@ def test_compare_two_backbones_on_the_same_split(image_folder, tmp_path, capsys)
 
     rows = json.loads((out / "comparison.json").read_text())
     assert [row["backbone"] for row in rows] == ["vgg16", "mobilenet_v2"]
-    val = scan_folder(image_folder, validation_split=0.2, seed=3).splits["val"]
+    val = tl.scan_dataset(image_folder, validation_split=0.2, seed=3).folder.splits["val"]
     for row in rows:
         run = tl.load_run(row["run_dir"])
         assert run.config["seed"] == 3 and run.config["backbone"] == row["backbone"]

@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 from tlkeras import labs  # noqa: F401  (tl.labs.check_*: the teaching-lab checkers)
 from tlkeras.augment import Augmentation, get_augmentation, preview_augmentation
 from tlkeras.backbones import BACKBONES, get_backbone
-from tlkeras.data import load_data, sample_per_class, scan_folder
+from tlkeras.data import load_data, sample_per_class
 from tlkeras.distribute import get_strategy
 from tlkeras.evaluate import evaluate
 from tlkeras.export import export_model
@@ -99,7 +99,6 @@ __all__ = [
     "pretrain",
     "save_model",
     "scan_dataset",
-    "scan_folder",
     "split_model",
     "train",
     "train_head",

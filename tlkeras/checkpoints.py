@@ -287,6 +287,27 @@ def record_split(run_dir, splits: dict, *, data_dir) -> None:
         )
 
 
+def load_split(run_dir) -> dict | None:
+    """The split `record_split` saved, or None when the run recorded none.
+
+    Args:
+        run_dir: The run folder (a `.keras` file or any other path gives None).
+
+    Returns:
+        Split name mapped to `{"paths": [...], "labels": [...]}`; the paths are relative to
+        the data folder, with `/` separators.
+
+    Example:
+        >>> load_split("runs/digits")["val"]["paths"][:1]
+        ['0/img_003.png']
+    """
+    path = os.path.join(checkpoint_dir(run_dir), SPLIT_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def seed_generator_states(model: keras.Model) -> list:
     """The state of every Keras seed generator in `model` (dropout, random augmentation).
 

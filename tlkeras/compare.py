@@ -4,7 +4,8 @@ For every backbone, `compare_backbones` runs `tlkeras.train` with the same setti
 backbone and, unless `image_size` is set, its default input size change), so every model
 sees the same training and validation images in the same order. It then measures:
 
-- `val_accuracy`: accuracy of the saved model on the validation split;
+- `val_accuracy`: accuracy of the saved model on the validation images its run recorded
+  (`checkpoint/split.json`: the same files for every backbone);
 - `best_val_accuracy`: the best validation accuracy of any epoch;
 - `train_seconds`: wall-clock time of the whole `train` call (reading the images, both
   stages, saving the run);
@@ -37,7 +38,8 @@ import numpy as np
 
 from tlkeras import plots
 from tlkeras.backbones import get_backbone
-from tlkeras.data import make_dataset, scan_folder
+from tlkeras.data import make_dataset
+from tlkeras.evaluate import recorded_split
 from tlkeras.images import load_images
 from tlkeras.model import resolve_image_size
 from tlkeras.runs import MODEL_FILE, atomic_write
@@ -80,13 +82,10 @@ def compare_backbones(config, backbones) -> list[dict]:
         'resnet50'
     """
     names = _check_backbones(backbones, config.image_size)
-    split = {"validation_split": config.validation_split, "seed": config.seed}
-    folder = scan_folder(config.data_dir, **split)
-    val = folder.splits["val"]
     rows = []
     for name in names:
         run_config = dataclasses.replace(config, backbone=name, out=os.path.join(config.out, name))
-        rows.append(_train_and_measure(run_config, val, len(folder.splits["train"])))
+        rows.append(_train_and_measure(run_config))
     write_comparison(rows, config.out)
     return rows
 
@@ -105,12 +104,22 @@ def _check_backbones(backbones, image_size) -> list[str]:
     return names
 
 
-def _train_and_measure(config, val, num_train_images: int) -> dict:
+def _train_and_measure(config) -> dict:
+    """Trains one backbone, then measures it on the validation images its run recorded."""
     from tlkeras.train import train
 
     start = time.perf_counter()
     run = train(config)
     train_seconds = time.perf_counter() - start
+    splits = recorded_split(run, config.data_dir)
+    if splits is None:
+        raise ValueError(
+            f"The data folder {config.data_dir!r} no longer holds the files the run "
+            f"{run.path!r} recorded in checkpoint/split.json; was it changed during the "
+            "comparison? Leave it untouched while comparing and run it again. "
+            f"Received: data_dir={config.data_dir!r}"
+        )
+    val, num_train_images = splits["val"], len(splits["train"])
     images = load_images(val.paths, run.image_size)
     predictions, predict_speed = _timed_predict(run.model, images, config.batch_size)
     history = run.history

@@ -44,7 +44,6 @@ from tlkeras.scan import (  # noqa: F401
     find_split_folders,
     scan_class_folders,
     scan_dataset,
-    scan_folder,
     split_by_seed,
 )
 

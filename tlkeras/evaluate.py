@@ -10,32 +10,129 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 from sklearn import metrics
 
-from tlkeras.data import Split, find_split_folders, scan_class_folders, scan_folder
+from tlkeras.checkpoints import load_split
 from tlkeras.predict import predict_probabilities
 from tlkeras.runs import Run
-from tlkeras.scan import drop_unreadable
+from tlkeras.scan import (
+    Split,
+    _check_data_dir,
+    drop_unreadable,
+    find_split_folders,
+    scan_class_folders,
+)
+
+
+def recorded_split(run: Run, data_dir) -> dict[str, Split] | None:
+    """The splits the run trained and validated on, as files of `data_dir`, or None.
+
+    The truth is the run's record, `checkpoint/split.json`, written when training started
+    after the unreadable files were dropped; the folder is never split again. `data_dir` is
+    the run's own folder when it holds every recorded file, or when it is the very folder
+    the run names as an absolute path (compared resolved, so symlinks and spellings do not
+    matter). Where Python runs from and how the path is spelled make no difference, and a
+    copy of the folder counts as the run's own (it holds the same training images).
+
+    Args:
+        run: A `Run`; a run with no record (a bare `.keras` file) gives None.
+        data_dir: The data folder.
+
+    Returns:
+        Split name (`"train"`, `"val"`, `"test"` when recorded) mapped to a `Split` whose
+        paths are in `data_dir`, or None when `data_dir` is not the run's own folder.
+
+    Example:
+        >>> recorded_split(tl.load_run("runs/digits"), "data_samples/digits")["val"].paths[0]
+        'data_samples/digits/0/img_003.png'
+    """
+    splits = _recorded_files(run, data_dir)
+    if splits is None:
+        return None
+    trained_on = run.config.get("data_dir")
+    same_folder = (
+        bool(trained_on)
+        and os.path.isabs(trained_on)
+        and os.path.realpath(trained_on) == os.path.realpath(data_dir)
+    )
+    return splits if same_folder or not _missing(splits) else None
+
+
+def _recorded_files(run: Run, data_dir) -> dict[str, Split] | None:
+    """The run's `checkpoint/split.json` with its paths joined to `data_dir`, unchecked."""
+    record = load_split(run.path)
+    if not record:
+        return None
+    return {
+        name: Split(
+            [os.path.join(os.fspath(data_dir), *path.split("/")) for path in files["paths"]],
+            np.asarray(files["labels"], dtype="int32"),
+        )
+        for name, files in record.items()
+    }
+
+
+def _missing(splits: dict[str, Split]) -> int:
+    return sum(not os.path.isfile(path) for files in splits.values() for path in files.paths)
+
+
+def _foreign_note(run: Run, data_dir) -> str:
+    """One line saying why a folder is evaluated whole rather than on held-out images."""
+    splits = _recorded_files(run, data_dir)
+    if splits is None:
+        why = "the run recorded no split, so its training images cannot be told apart"
+    else:
+        total = sum(len(files) for files in splits.values())
+        why = f"{_missing(splits)} of the {total} files in its checkpoint/split.json are missing"
+    return (
+        f"Note: {os.fspath(data_dir)!r} is not the data folder the run {run.path!r} was "
+        f"trained on ({why}), so all of it is evaluated."
+    )
 
 
 def evaluation_split(run: Run, data_dir, *, split: str | None = None) -> tuple[str, Split]:
     """Picks the files to evaluate on and checks that their classes are the run's classes.
 
-    - A folder with split subfolders is evaluated on `split`: by default `test/` if present,
-      else `val/`.
-    - A plain folder of class folders that the run was trained on is evaluated on the same
-      held-out validation images as in training (`split="val"`, re-made from the run's
-      `validation_split` and `seed`), so the numbers are honest.
-    - Any other plain folder is evaluated whole (`split="all"`).
+    - The folder the run was trained on (see `recorded_split`) is evaluated on the files the
+      run recorded: by default its test split if it has one, else the held-out validation
+      images, exactly those of training, so the numbers are honest. `split="all"` evaluates
+      the whole folder.
+    - Any other folder with split subfolders is evaluated on `split`: by default `test/` if
+      present, else `val/`.
+    - Any other plain folder is evaluated whole (`split="all"`); when that was not asked
+      for, one line on stderr says why.
 
     Returns:
         `(split_name, split)`.
 
     Raises:
         ValueError: If the split does not exist or the classes differ from the run's.
+
+    Example:
+        >>> split, files = evaluation_split(run, "data_samples/digits")
+        >>> split
+        'val'
     """
+    split, files, _ = _pick_files(run, data_dir, split)
+    return split, files
+
+
+def _pick_files(run: Run, data_dir, split):
+    """`evaluation_split`, plus the run's recorded splits (None for a foreign folder)."""
+    data_dir = _check_data_dir(data_dir)
+    recorded = recorded_split(run, data_dir)
+    if recorded is not None and split != "all":
+        split = split or ("test" if "test" in recorded else "val")
+        if split not in recorded:
+            raise ValueError(
+                f"The run recorded no {split!r} split of {data_dir!r}; it has "
+                f"{sorted(recorded)} (and 'all', the whole folder). Pass one of those as the "
+                f"split. Received: split={split!r}"
+            )
+        return split, recorded[split], recorded
     layout = find_split_folders(data_dir)
     if layout:
         split = split or ("test" if "test" in layout else "val")
@@ -46,33 +143,31 @@ def evaluation_split(run: Run, data_dir, *, split: str | None = None) -> tuple[s
             )
         files, names = scan_class_folders(layout[split])
     else:
-        trained_on = run.config.get("data_dir")
-        same_folder = bool(trained_on) and os.path.realpath(trained_on) == os.path.realpath(
-            data_dir
-        )
-        split = split or ("val" if same_folder else "all")
-        if split == "all":
-            files, names = scan_class_folders(data_dir)
-        elif split in ("train", "val") and same_folder:
-            folder = scan_folder(
-                data_dir,
-                validation_split=run.config.get("validation_split", 0.2),
-                seed=run.config.get("seed", 0),
-            )
-            files, names = folder.splits[split], folder.class_names
-        else:
+        if split is None and recorded is None:
+            print(_foreign_note(run, data_dir), file=sys.stderr)
+        split = split or "all"
+        if split != "all":
             raise ValueError(
-                f"{data_dir!r} is one folder of class folders, so it can be evaluated whole "
-                "(split 'all'), or, if the run was trained on it, on its 'train' or 'val' part. "
+                f"{data_dir!r} is one folder of class folders and not the folder this run "
+                "recorded its split of, so it can only be evaluated whole (split 'all'). "
                 f"Received: split={split!r}"
             )
+        files, names = scan_class_folders(data_dir)
     if names != list(run.class_names):
         raise ValueError(
             f"The classes in {data_dir!r} ({names}) differ from the classes the model was "
             f"trained on ({run.class_names}). Evaluate on a folder with the same class folders. "
             f"Received: data_dir={data_dir!r}"
         )
-    return split, files
+    return split, files, recorded
+
+
+def _num_trained_on(paths, recorded: dict[str, Split] | None) -> int | None:
+    """How many of `paths` the run was trained on (None when it recorded no split here)."""
+    if recorded is None:
+        return None
+    train = {os.path.normpath(path) for path in recorded["train"].paths}
+    return sum(os.path.normpath(path) in train for path in paths)
 
 
 #: Top-k accuracy is reported when a model has more classes than this; k is this number.
@@ -101,14 +196,16 @@ def evaluate(run: Run, data_dir, *, split: str | None = None, batch_size: int = 
         `macro_avg`, `weighted_avg`, `confusion_matrix` (rows: true class, columns: predicted
         class), `confusion_matrix_normalized` (each row divided by its class's image count),
         per image `paths`, `y_true`, `y_pred`, `probabilities` and `losses` (cross-entropy),
-        and `skipped_files` (unreadable files left out, each `{"path", "reason"}`).
+        `skipped_files` (unreadable files left out, each `{"path", "reason"}`), and
+        `num_training_images`: how many of the evaluated images the run was trained on (0 for
+        its held-out images, None for a folder that is not the run's own).
 
     Example:
         >>> report = evaluate(run, "data/flowers", split="test")
         >>> report["per_class"]["daisy"]["recall"]
         0.91
     """
-    split, files = evaluation_split(run, data_dir, split=split)
+    split, files, recorded = _pick_files(run, data_dir, split)
     files, skipped = drop_unreadable(files, image_size=run.image_size)  # as training does
     if not len(files):
         raise ValueError(
@@ -156,6 +253,7 @@ def evaluate(run: Run, data_dir, *, split: str | None = None, batch_size: int = 
         "probabilities": probabilities.tolist(),
         "losses": losses.tolist(),
         "skipped_files": [problem._asdict() for problem in skipped],
+        "num_training_images": _num_trained_on(files.paths, recorded),
     }
 
 

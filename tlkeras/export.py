@@ -46,8 +46,9 @@ import numpy as np
 import tensorflow as tf
 
 from tlkeras import runs
-from tlkeras.data import scan_folder
+from tlkeras.evaluate import evaluation_split, recorded_split
 from tlkeras.images import load_images
+from tlkeras.scan import find_split_folders
 
 # Format name -> default file or folder name inside RUN_DIR/export/.
 FORMATS = {
@@ -226,10 +227,13 @@ def _write_saved_model(model, out: str, metadata: dict) -> None:
 def sample_images(
     run: runs.Run, *, split: str = "train", data_dir=None, num_images: int = 100
 ) -> np.ndarray:
-    """Picks images of one split of the run's data folder, seeded and split as in training.
+    """Picks images, seeded, from one split the run recorded when training started.
 
     Full-integer quantisation calibrates on training images; `check_export` compares on
-    validation images.
+    the held-out validation images. The files are those of the run's
+    `checkpoint/split.json` (see `tlkeras.evaluate.recorded_split`), never a new split of
+    the folder. Another data folder gives its `split` folder if it has one, else all of
+    its images, and one line on stderr says so.
 
     Args:
         run: The trained run; its config names the data folder, split and seed.
@@ -257,17 +261,11 @@ def sample_images(
             f"trained). Pass --data-dir with a folder of class folders like the training data. "
             f"Received: data_dir={data_dir!r}"
         )
-    seed = run.config.get("seed", 0)
-    folder = scan_folder(
-        data_dir, validation_split=run.config.get("validation_split", 0.2), seed=seed
-    )
-    if split not in folder.splits:
-        raise ValueError(
-            f"{data_dir!r} has no {split!r} split; it has {sorted(folder.splits)}. "
-            f"Received: split={split!r}"
-        )
-    paths = folder.splits[split].paths
-    picked = np.random.default_rng(seed).permutation(len(paths))[:num_images]
+    foreign = recorded_split(run, data_dir) is None and not find_split_folders(data_dir)
+    _, files = evaluation_split(run, data_dir, split=None if foreign else split)
+    paths = files.paths
+    picked = np.random.default_rng(run.config.get("seed", 0)).permutation(len(paths))
+    picked = picked[:num_images]
     return load_images([paths[i] for i in sorted(picked)], run.image_size)
 
 

@@ -57,6 +57,7 @@ def report_metrics(report: dict, *, run: Run | None = None) -> dict:
         "weighted_avg",
     )
     summary = {key: report[key] for key in keep}
+    summary["num_training_images"] = report.get("num_training_images")
     summary["most_confused"] = [
         {"true": true, "predicted": pred, "count": count}
         for true, pred, count in most_confused(report)
@@ -67,21 +68,24 @@ def report_metrics(report: dict, *, run: Run | None = None) -> dict:
             "backbone": run.config.get("backbone"),
             "image_size": list(run.image_size),
         }
-    summary["warning"] = _training_data_warning(report, run)
+    summary["warning"] = _training_data_warning(report)
     return summary
 
 
-def _training_data_warning(report: dict, run: Run | None) -> str | None:
-    """Warns when the evaluated images include the ones the model was trained on."""
-    trained_on = run.config.get("data_dir") if run is not None else None
-    if report["split"] not in ("all", "train") or not trained_on:
-        return None
-    if os.path.realpath(trained_on) != os.path.realpath(report["data_dir"]):
+def _training_data_warning(report: dict) -> str | None:
+    """Warns when the evaluated images include ones the run recorded as training images.
+
+    `evaluate` counts them against the run's recorded split (`num_training_images`), so the
+    warning does not depend on how the data folder's path was spelled.
+    """
+    count = report.get("num_training_images")
+    if not count:
         return None
     return (
-        "These images include the ones the model was trained on, so the numbers are "
-        "optimistic. For an honest measure, evaluate on images it has never seen, such as a "
-        "test/ folder."
+        f"These images include the ones the model was trained on ({count} of the "
+        f"{report['num_images']} are in the run's recorded training split), so the numbers "
+        "are optimistic. For an honest measure, evaluate on images it has never seen: a test/ "
+        "folder, or the run's own folder without --split (its held-out validation images)."
     )
 
 

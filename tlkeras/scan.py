@@ -16,13 +16,14 @@ Class names are the class folder names sorted alphanumerically, the same order K
 may sit in subfolders of a class folder. Hidden files and folders (names starting with a
 dot, such as `.DS_Store` or `.ipynb_checkpoints/`) are never read as images.
 
-Two ways to look at a folder:
-
-- `scan_folder` lists image files by their extension, without opening them (instant).
-- `scan_dataset` is the pre-scan `train` runs before any training: it also decodes every
-  image in parallel threads, exactly as training will read it, and returns a `ScanReport`
-  listing the unreadable or unsupported files (skipped, each with its reason), the files
-  that are not images (ignored), and the number of usable images per class and split.
+`scan_dataset` is the one way to split a folder: the pre-scan `train` runs before any
+training. It lists the files by extension, decodes every image in parallel threads exactly
+as training will read it, drops the unreadable ones, and only then holds out the validation
+images by seed. It returns a `ScanReport` listing the unreadable or unsupported files
+(skipped, each with its reason), the files that are not images (ignored), and the number of
+usable images per class and split. A trained run records that split
+(`checkpoint/split.json`); evaluation and export read the record instead of splitting again.
+`scan_class_folders` lists one folder of class folders by extension, opening no file.
 
 Example:
     >>> report = scan_dataset("data_samples/digits", validation_split=0.2, seed=0)
@@ -245,6 +246,22 @@ def _loose_files(folder: str, keep: tuple[str, ...] = ()) -> list[FileProblem]:
     return problems
 
 
+def _list_folder(folder: str, class_names):
+    """Lists one folder of class folders.
+
+    Returns:
+        `(class_names, image files per class, unsupported files, ignored files)`.
+    """
+    class_names = list_class_folders(folder, class_names)
+    per_class, unsupported, ignored = {}, [], _loose_files(folder)
+    for name in class_names:
+        images, more_unsupported, more_ignored = _list_class_files(os.path.join(folder, name))
+        per_class[name] = images
+        unsupported += more_unsupported
+        ignored += more_ignored
+    return class_names, per_class, unsupported, ignored
+
+
 def scan_class_folders(folder, class_names: list[str] | None = None) -> tuple[Split, list[str]]:
     """Lists the images in `folder/<class_name>/` for every class, by file extension.
 
@@ -264,20 +281,22 @@ def scan_class_folders(folder, class_names: list[str] | None = None) -> tuple[Sp
     Example:
         >>> split, names = scan_class_folders("data_samples/digits")
     """
-    found = list_class_folders(folder, class_names)
-    paths, labels = [], []
-    for label, name in enumerate(found):
-        class_dir = os.path.join(os.fspath(folder), name)
-        files, _, _ = _list_class_files(class_dir)
+    found, per_class, _, _ = _list_folder(os.fspath(folder), class_names)
+    for name, files in per_class.items():
         if not files:
             raise ValueError(
-                f"Class folder {class_dir!r} holds no images. Allowed formats: "
-                f"{', '.join(IMAGE_EXTENSIONS)}. Add images or remove the folder. "
-                f"Received: class_name={name!r}"
+                f"Class folder {os.path.join(os.fspath(folder), name)!r} holds no images. "
+                f"Allowed formats: {', '.join(IMAGE_EXTENSIONS)}. Add images or remove the "
+                f"folder. Received: class_name={name!r}"
             )
-        paths += files
-        labels += [label] * len(files)
-    return Split(paths, np.asarray(labels, dtype="int32")), found
+    return _as_split(per_class), found
+
+
+def _as_split(per_class: dict[str, list[str]]) -> Split:
+    """The files of every class in one `Split`, labelled by class order."""
+    paths = [path for files in per_class.values() for path in files]
+    labels = [label for label, files in enumerate(per_class.values()) for _ in files]
+    return Split(paths, np.asarray(labels, dtype="int32"))
 
 
 def split_by_seed(
@@ -334,43 +353,6 @@ def find_split_folders(data_dir) -> dict[str, str]:
             if os.path.isdir(os.path.join(data_dir, name)):
                 layout.setdefault(split, os.path.join(data_dir, name))
     return layout if "train" in layout else {}
-
-
-def scan_folder(data_dir, *, validation_split: float = 0.2, seed: int = 0) -> ImageFolder:
-    """Finds the classes and splits of a data folder by file extension, opening no file.
-
-    Args:
-        data_dir: The data folder (see the module docstring for layouts).
-        validation_split: Fraction of each class held out for validation when there is no
-            `val/` folder. Defaults to 0.2.
-        seed: Seed of that split. Defaults to 0.
-
-    Returns:
-        An `ImageFolder`.
-
-    Example:
-        >>> folder = scan_folder("data_samples/digits", validation_split=0.2, seed=0)
-        >>> len(folder.splits["train"]), len(folder.splits["val"])
-        (1438, 359)
-    """
-    data_dir = _check_data_dir(data_dir)
-    layout = find_split_folders(data_dir)
-    if not layout:
-        everything, class_names = scan_class_folders(data_dir)
-        train, val = split_by_seed(
-            everything, validation_split=validation_split, seed=seed, class_names=class_names
-        )
-        return ImageFolder(data_dir, class_names, {"train": train, "val": val})
-    train, class_names = scan_class_folders(layout["train"])
-    splits = {"train": train}
-    for name in ("val", "test"):
-        if name in layout:
-            splits[name], _ = scan_class_folders(layout[name], class_names)
-    if "val" not in splits:
-        splits["train"], splits["val"] = split_by_seed(
-            train, validation_split=validation_split, seed=seed, class_names=class_names
-        )
-    return ImageFolder(data_dir, class_names, splits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,28 +583,12 @@ def _listing(problems: list[FileProblem], title: str, max_rows: int) -> list[str
     return lines
 
 
-def _list_split_folder(folder: str, class_names):
-    """Lists one folder of class folders.
-
-    Returns:
-        `(class_names, image files per class, unsupported files, ignored files)`.
-    """
-    class_names = list_class_folders(folder, class_names)
-    per_class, unsupported, ignored = {}, [], _loose_files(folder)
-    for name in class_names:
-        images, more_unsupported, more_ignored = _list_class_files(os.path.join(folder, name))
-        per_class[name] = images
-        unsupported += more_unsupported
-        ignored += more_ignored
-    return class_names, per_class, unsupported, ignored
-
-
 def _usable_split(folder: str, per_class: dict, bad: dict, ignored) -> Split:
     """Drops the bad files; raises when a class is left with no usable image."""
-    paths, labels = [], []
-    for label, (name, files) in enumerate(per_class.items()):
-        usable = [path for path in files if path not in bad]
-        if not usable:
+    usable = {}
+    for name, files in per_class.items():
+        usable[name] = [path for path in files if path not in bad]
+        if not usable[name]:
             inside = os.path.join(folder, name) + os.sep
             problems = [FileProblem(p, r) for p, r in bad.items() if p.startswith(inside)]
             problems += [p for p in ignored if p.path.startswith(inside)]
@@ -633,9 +599,7 @@ def _usable_split(folder: str, per_class: dict, bad: dict, ignored) -> Split:
                 + f". Every class needs images in one of {', '.join(IMAGE_EXTENSIONS)}: add "
                 f"some or remove the folder. Received: class_name={name!r}"
             )
-        paths += usable
-        labels += [label] * len(usable)
-    return Split(paths, np.asarray(labels, dtype="int32"))
+    return _as_split(usable)
 
 
 def scan_dataset(
@@ -686,7 +650,7 @@ def scan_dataset(
     if layout:
         ignored += _loose_files(data_dir, keep=tuple(os.path.basename(f) for f in layout.values()))
     for split, folder in (layout or {"all": data_dir}).items():
-        class_names, per_class, unsupported, more = _list_split_folder(folder, class_names)
+        class_names, per_class, unsupported, more = _list_folder(folder, class_names)
         listed[split] = (folder, per_class)
         bad.update(dict(unsupported))
         ignored += more
