@@ -175,9 +175,10 @@ def build_pretrain_model(
 ) -> keras.Model:
     """Builds a backbone with a plain classification head, every layer trainable.
 
-    The backbone is called without `training=False`, so its BatchNormalization layers use
-    batch statistics while fitting and update their moving averages (with
-    `BATCHNORM_MOMENTUM`): this is for training the backbone itself, not for transfer.
+    Every backbone layer is trainable, BatchNormalization included, so under `fit` (which
+    passes `training=True` down into the backbone) its BatchNorm layers use batch statistics
+    and update their moving averages (with `BATCHNORM_MOMENTUM`): this is for training the
+    backbone itself, not for transfer.
 
     Args:
         backbone: The registry name, e.g. `"mobilenet_v2"`.
