@@ -135,6 +135,57 @@ def test_saved_model_reloads_with_tensorflow_and_gives_the_same_outputs(trained,
     assert sorted(os.listdir(tmp_path)) == ["served", "served.labels.txt"]
 
 
+def test_a_failed_saved_model_swap_keeps_the_earlier_export(trained, tmp_path, monkeypatch):
+    run, images, keras_probabilities = trained
+    out = tmp_path / "served"
+    export.export_model(run, format="savedmodel", out=out)
+    (out / "assets.extra" / "earlier.txt").write_text("the earlier export")
+    replace, failed = os.replace, []
+
+    def fail_at_the_swap(source, target):
+        if os.fspath(target) == str(out) and not failed:  # Renaming the new export in.
+            failed.append(source)
+            raise OSError(28, "No space left on device")
+        replace(source, target)
+
+    monkeypatch.setattr(export.os, "replace", fail_at_the_swap)
+    with pytest.raises(OSError, match="No space left"):
+        export.export_model(run, format="savedmodel", out=out)
+    monkeypatch.undo()
+    assert (out / "assets.extra" / "earlier.txt").read_text() == "the earlier export"
+    assert sorted(os.listdir(tmp_path)) == ["served", "served.labels.txt"]
+    reloaded = tf.saved_model.load(str(out))
+    probabilities = reloaded.serve(tf.constant(images, tf.float32)).numpy()
+    np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-5)
+
+
+def test_a_saved_model_export_killed_mid_swap_is_put_back_by_the_next(trained, tmp_path):
+    """A kill between the two renames leaves the earlier export in a `.tmp-*` sibling."""
+    run = trained[0]
+    out = tmp_path / "served"
+    export.export_model(run, format="savedmodel", out=out)
+    (out / "earlier.txt").write_text("the earlier export")
+    os.replace(out, tmp_path / f".tmp-served-old-{'a' * 32}")
+    (tmp_path / f".tmp-served-new-{'b' * 32}").mkdir()  # Half of the new export.
+    (tmp_path / f".tmp-served-b-old-{'c' * 32}").mkdir()  # Another export's: not ours.
+    export._remove_leftovers(str(tmp_path), "served")
+    assert (out / "earlier.txt").read_text() == "the earlier export"
+    assert (out / "saved_model.pb").is_file()
+    assert sorted(os.listdir(tmp_path)) == [
+        f".tmp-served-b-old-{'c' * 32}",
+        "served",
+        "served.labels.txt",
+    ]
+    (tmp_path / f".tmp-served-new-{'d' * 32}").mkdir()
+    export.export_model(run, format="savedmodel", out=out)
+    assert not (out / "earlier.txt").exists()
+    assert sorted(os.listdir(tmp_path)) == [
+        f".tmp-served-b-old-{'c' * 32}",
+        "served",
+        "served.labels.txt",
+    ]
+
+
 def test_keras_export_carries_its_class_names(trained, tmp_path):
     run, images, keras_probabilities = trained
     result = export.export_model(run, format="keras", out=tmp_path / "cats.keras")

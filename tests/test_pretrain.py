@@ -1,6 +1,7 @@
 """Pretraining a backbone, its folder and manifest, and transferring from it (or refusing to)."""
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -192,3 +193,68 @@ def test_training_batches_are_whole_so_batchnorm_never_sees_a_tiny_one():
         assert sizes == [4, 4]
     seen = {int(v) for _ in range(6) for _, y in data for v in y}
     assert len(seen) > 8, "the dropped images change from epoch to epoch"
+
+
+def _pretrain_config(source, out, **options):
+    options = {"backbone": "vgg16", "image_size": 32, "epochs": 1, "batch_size": 8, **options}
+    return tl.PretrainConfig(str(source), out=str(out), **options)
+
+
+def test_an_existing_pretrain_folder_is_refused_without_overwrite(pretrained, tmp_path):
+    folder = shutil.copytree(pretrained.path, tmp_path / "copy")
+    before = {name: os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)}
+    with pytest.raises(
+        ValueError, match=r"The pretrain folder .*copy' already exists. Pass --overwrite .*out="
+    ):
+        tl.pretrain(_pretrain_config(tmp_path / "no_data_needed", folder))
+    after = {name: os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)}
+    assert after == before
+
+
+def test_overwrite_replaces_only_the_files_pretrain_wrote(pretrained, tmp_path):
+    from conftest import write_class_folders
+
+    folder = shutil.copytree(pretrained.path, tmp_path / "copy")
+    (folder / "notes.txt").write_text("mine")
+    (folder / ".tmp-0123").write_bytes(b"left by a killed write")
+    source = write_class_folders(tmp_path / "source", {"x": 6, "y": 6})
+    run = tl.pretrain(_pretrain_config(source, folder, overwrite=True, validation_split=0.5))
+    assert read_manifest(folder)["class_names"] == ["x", "y"] == run.class_names
+    assert sorted(os.listdir(folder)) == sorted(
+        ["notes.txt", "backbone.weights.h5", "manifest.json", "model.keras"]
+        + ["class_names.json", "config.json", "history.json", "history.csv"]
+    )
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_clears_the_old_pretrain_files_before_training(
+    pretrained, tmp_path, monkeypatch
+):
+    folder = shutil.copytree(pretrained.path, tmp_path / "copy")
+    (folder / "notes.txt").write_text("mine")
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("training stopped")
+
+    monkeypatch.setattr(importlib.import_module("tlkeras.pretrain"), "fit_whole_model", stop)
+    with pytest.raises(RuntimeError, match="training stopped"):
+        tl.pretrain(_pretrain_config(pretrained.config["data_dir"], folder, overwrite=True))
+    assert os.listdir(folder) == ["notes.txt"], "no stale manifest beside missing weights"
+
+
+def test_overwrite_refuses_a_folder_tlkeras_did_not_write(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "model.keras").write_text("someone else's")
+    with pytest.raises(ValueError, match=r"is not a tlkeras run folder .*will not delete"):
+        tl.pretrain(_pretrain_config(tmp_path / "no_data", tmp_path / "mine", overwrite=True))
+    assert (tmp_path / "mine" / "model.keras").read_text() == "someone else's"
+
+
+def test_pretrain_checks_the_free_disk_space_before_training(pretrained, tmp_path, monkeypatch):
+    from tlkeras import runs
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: usage._replace(free=2**20))
+    with pytest.raises(ValueError, match=r"Not enough free disk space .*only 1 MB is free"):
+        tl.pretrain(_pretrain_config(pretrained.config["data_dir"], tmp_path / "new"))
+    assert not (tmp_path / "new").exists()

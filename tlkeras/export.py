@@ -38,8 +38,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
+import uuid
 import warnings
 
 import numpy as np
@@ -204,24 +206,68 @@ def _metadata(run: runs.Run, format: str) -> dict:
 
 
 def _write_saved_model(model, out: str, metadata: dict) -> None:
-    """Exports with Keras' `model.export` to a temporary folder, then swaps it into place."""
-    parent = os.path.dirname(os.path.abspath(out))
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    """Exports with Keras' `model.export` beside `out`, then swaps it into place.
+
+    The new folder is written and flushed as a `.tmp-*` sibling of `out`; then the old
+    export (if any) is renamed to another `.tmp-*` sibling, the new one renamed to `out`,
+    and the old one deleted. A kill at any point leaves the old or the new complete folder
+    at `out`, plus `.tmp-*` siblings that the next export removes; the one exception, a kill
+    between the two renames, leaves the old export in its `.tmp-*` sibling, and the next
+    export (or an exception here) renames it back to `out` first.
+    """
+    parent, name = os.path.split(os.path.abspath(out))
+    out = os.path.join(parent, name)  # No trailing separator to trip the renames.
+    _remove_leftovers(parent, name)
+    new, old = _sibling(parent, name, "new"), _sibling(parent, name, "old")
     try:
-        saved_model = os.path.join(tmp, "saved_model")
-        model.export(saved_model, format="tf_saved_model", verbose=False)
-        extra = os.path.join(saved_model, SAVED_MODEL_EXTRA)
+        model.export(new, format="tf_saved_model", verbose=False)
+        extra = os.path.join(new, SAVED_MODEL_EXTRA)
         os.makedirs(extra, exist_ok=True)
-        labels = "".join(name + "\n" for name in metadata["class_names"])
+        labels = "".join(label + "\n" for label in metadata["class_names"])
         runs.atomic_write(os.path.join(extra, "labels.txt"), labels)
         runs.atomic_write(
             os.path.join(extra, METADATA_NAME + ".json"), json.dumps(metadata, indent=2) + "\n"
         )
-        if os.path.isdir(out):
-            shutil.rmtree(out)  # An earlier SavedModel export (checked by _check_out).
-        os.replace(saved_model, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _sync_tree(new)
+        if os.path.isdir(out):  # An earlier SavedModel export (checked by _check_out).
+            os.replace(out, old)
+        os.replace(new, out)
+        runs._sync(parent)
+    except BaseException:
+        _remove_leftovers(parent, name)  # Puts the earlier export back if it was moved aside.
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _sibling(parent: str, name: str, role: str) -> str:
+    """A temporary folder beside `out`: `.tmp-<name>-<role>-<32 hex digits>`."""
+    return os.path.join(parent, f"{runs.TEMPORARY_PREFIX}{name}-{role}-{uuid.uuid4().hex}")
+
+
+def _remove_leftovers(parent: str, name: str) -> None:
+    """Deletes the temporary folders a killed export of `name` left beside it.
+
+    If the kill came between the two renames, `out` is missing and the earlier export is
+    in an `-old-` folder: it is renamed back to `out`, so nothing complete is deleted.
+    """
+    out = os.path.join(parent, name)
+    pattern = re.compile(re.escape(f"{runs.TEMPORARY_PREFIX}{name}-") + "(new|old)-[0-9a-f]{32}")
+    for entry in sorted(os.listdir(parent)):
+        path, match = os.path.join(parent, entry), pattern.fullmatch(entry)
+        if not match or not os.path.isdir(path):
+            continue
+        if match.group(1) == "old" and not os.path.exists(out):
+            os.replace(path, out)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _sync_tree(folder: str) -> None:
+    """Flushes every file and folder under `folder` to disk, so a rename publishes it whole."""
+    for where, _, names in os.walk(folder, topdown=False):
+        for entry in names:
+            runs._sync(os.path.join(where, entry))
+        runs._sync(where)
 
 
 def sample_images(

@@ -3,9 +3,20 @@
 The model takes raw RGB pixels in [0, 255] and is, from bottom to top:
 
     image -> Preprocess (the backbone's own preprocess_input, as a layer)
-          -> backbone (called with training=False, so BatchNorm always runs in inference mode)
+          -> backbone (its BatchNormalization layers never trainable, so in inference mode)
           -> GlobalAveragePooling2D -> Dropout -> Dense(relu, optional) -> Dropout
           -> Dense(num_classes, softmax, float32)
+
+BatchNorm stays in inference mode because its layers are never trainable, not because of a
+call-time flag. Keras 3's `fit` calls the model with `training=True`, and a functional model
+passes that down to every layer inside it, nested backbone included, overriding a
+`training=False` given when the backbone was called (keras/src/models/functional.py,
+`operation_fn`). What keeps BatchNorm in inference mode is that Keras 3 runs a
+BatchNormalization layer that is not trainable in inference mode (its moving statistics,
+never batch statistics, and no updates): `build_model` freezes the whole backbone and
+`unfreeze_top_blocks` never unfreezes a BatchNorm layer. Other layers inside the backbone do
+see `training=True` under `fit`: EfficientNet's stochastic-depth Dropout layers (`*_drop`)
+are active while training, and only then.
 
 Example:
     >>> model = build_model("vgg16", num_classes=3, image_size=32, weights=None)
@@ -180,10 +191,12 @@ def build_model(
             weights file path; see `load_backbone`.
         dense_units: Units of the hidden Dense(relu) layer; 0 leaves it out. Defaults to 1024.
         dropout: The dropout rate before and after the hidden layer. Defaults to 0.2.
-        freeze_batchnorm: Call the backbone with `training=False`, so its BatchNorm layers
-            always run in inference mode. Defaults to True. False reproduces the classic
-            fine-tuning mistake (BatchNorm re-estimates its statistics from small training
-            batches); it exists for teaching, to compare the two.
+        freeze_batchnorm: Kept so that existing calls run; it changes nothing. The whole
+            backbone is frozen here, so its BatchNorm layers run in inference mode either
+            way (see the module docstring: a call-time `training=False` would not do it, as
+            `fit` overrides it). The switch that reproduces the classic fine-tuning mistake
+            (BatchNorm re-estimating its statistics from small training batches) is
+            `unfreeze_top_blocks(..., freeze_batchnorm=False)`, or `fine_tune`'s.
         weights_dir: The provisioned folder `"imagenet"` loads from; see `load_backbone`.
 
     Returns:
@@ -212,7 +225,9 @@ def build_model(
     inputs = keras.Input(shape=(height, width, 3), name="image")
     # float32 whatever the precision: bfloat16 would round the ImageNet mean (103.939 to 104).
     x = Preprocess(backbone.preprocessing, name="preprocess", dtype="float32")(inputs)
-    x = base(x, training=False) if freeze_batchnorm else base(x)
+    # No call-time training=False: fit's training=True would override it. BatchNorm stays in
+    # inference mode because its layers are not trainable (see the module docstring).
+    x = base(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     if dense_units:
@@ -256,15 +271,18 @@ def unfreeze_top_blocks(
 ) -> list[str]:
     """Unfreezes the top `num_blocks` whole blocks of the backbone, BatchNorm excepted.
 
-    Every BatchNormalization layer stays frozen: its scale and offset do not train and, since
-    the backbone is called with `training=False`, its moving statistics never update. The
-    model must be compiled again before training; `tlkeras.fine_tune` does that.
+    Every BatchNormalization layer stays frozen (`trainable=False`): its scale and offset do
+    not train and, since Keras 3 runs a non-trainable BatchNormalization layer in inference
+    mode whatever `training` flag `fit` passes down, it normalises with its moving statistics
+    and never updates them. The model must be compiled again before training;
+    `tlkeras.fine_tune` does that.
 
     Args:
         model: A model built by `build_model`.
         num_blocks: How many blocks to unfreeze, counted from the top; 0 freezes them all.
         freeze_batchnorm: Keep BatchNorm layers frozen. Defaults to True; False is the
-            classic mistake, kept for teaching (see `build_model`).
+            classic mistake, kept for teaching: the unfrozen blocks' BatchNorm layers then
+            train under `fit`, normalising with batch statistics and moving their averages.
 
     Returns:
         The names of the unfrozen blocks, bottom to top.

@@ -20,6 +20,11 @@ those statistics. The folder it writes:
                               the source classifier as a run folder, so `tlkeras evaluate`
                               and `predict` work on it (see tlkeras.runs)
 
+Like `train`, it first checks that `out` is new (or empty), writable and has the disk space,
+and refuses a folder that holds anything unless `overwrite=True`, which deletes only the
+files pretrain writes (those above) once training is about to start. Every file is written
+atomically (`tlkeras.runs.write_atomically`).
+
 Example:
     >>> run = pretrain(PretrainConfig("data_samples/digits", out="pretrained/digits",
     ...                               backbone="mobilenet_v2", image_size=32, epochs=20))
@@ -29,11 +34,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sys
-import tempfile
 
 import h5py
 import keras
@@ -90,6 +95,8 @@ class PretrainConfig:
             weights; 0 trains every epoch (and still keeps the best).
         seed: Seed for the split, shuffling and initialisation.
         weights_dir: A provisioned folder of ImageNet weights (see `tlkeras.weights`).
+        overwrite: Delete the pretrain folder in `out` (only the files tlkeras writes) and
+            start again.
     """
 
     data_dir: str
@@ -105,6 +112,56 @@ class PretrainConfig:
     patience: int = 5
     seed: int = 0
     weights_dir: str | None = None
+    overwrite: bool = False
+
+
+#: The files `pretrain` writes besides the run files (`tlkeras.runs.RUN_FILES`).
+PRETRAIN_FILES = (MANIFEST_FILE, PRETRAINED_WEIGHTS_FILE)
+
+
+def check_pretrain_folder(path, *, overwrite: bool = False) -> None:
+    """Checks, before any slow work, that a pretrain folder can be written. Changes nothing.
+
+    Args:
+        path: The pretrain folder.
+        overwrite: Replace the pretrain folder in `path`; only allowed if tlkeras wrote it
+            (it has a `class_names.json`); `clear_pretrain_folder` deletes it later.
+
+    Raises:
+        ValueError: If `path` exists and holds something while `overwrite` is not given, if
+            `overwrite` finds a folder tlkeras did not write, or if `path` is a file or
+            cannot be written (see `tlkeras.runs.check_run_folder`).
+
+    Example:
+        >>> check_pretrain_folder("pretrained/xrays", overwrite=True)
+    """
+    path = os.fspath(path)
+    holds_files = os.path.isdir(path) and any(
+        not name.startswith(runs.TEMPORARY_PREFIX) for name in os.listdir(path)
+    )
+    if holds_files and not overwrite:
+        raise ValueError(
+            f"The pretrain folder {path!r} already exists. Pass --overwrite to replace it "
+            "(tlkeras deletes only the files it wrote there), or choose another --out. "
+            f"Received: out={path!r}"
+        )
+    runs.check_run_folder(path, overwrite=overwrite)
+
+
+def clear_pretrain_folder(path) -> None:
+    """Deletes the files `pretrain` writes in a folder (and `.tmp-*` leftovers); nothing else.
+
+    The run files go last, `class_names.json` last of all, so a folder whose clearing was
+    killed halfway is still recognised by the next `overwrite`.
+
+    Example:
+        >>> clear_pretrain_folder("pretrained/xrays")
+    """
+    runs.remove_temporary_files(path)
+    for name in PRETRAIN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(path, name))
+    runs.clear_run_folder(path)
 
 
 def build_pretrain_model(
@@ -118,9 +175,10 @@ def build_pretrain_model(
 ) -> keras.Model:
     """Builds a backbone with a plain classification head, every layer trainable.
 
-    The backbone is called without `training=False`, so its BatchNormalization layers use
-    batch statistics while fitting and update their moving averages (with
-    `BATCHNORM_MOMENTUM`): this is for training the backbone itself, not for transfer.
+    Every backbone layer is trainable, BatchNormalization included, so under `fit` (which
+    passes `training=True` down into the backbone) its BatchNorm layers use batch statistics
+    and update their moving averages (with `BATCHNORM_MOMENTUM`): this is for training the
+    backbone itself, not for transfer.
 
     Args:
         backbone: The registry name, e.g. `"mobilenet_v2"`.
@@ -235,6 +293,7 @@ def pretrain(config: PretrainConfig) -> runs.Run:
         ['0', '1']
     """
     _check_config(config)
+    check_pretrain_folder(config.out, overwrite=config.overwrite)
     keras.utils.set_random_seed(config.seed)
     image_size = resolve_image_size(
         config.image_size or pretrained_settings(config.weights).get("image_size"),
@@ -255,6 +314,8 @@ def pretrain(config: PretrainConfig) -> runs.Run:
         dropout=config.dropout,
         weights_dir=config.weights_dir,
     )
+    runs.check_free_space(config.out, num_params=model.count_params())
+    clear_pretrain_folder(config.out)  # Only after the checks: empty unless overwrite.
     train_data, num_images = data.dataset("train"), len(data.arrays["train"][1])
     if num_images >= config.batch_size:
         train_data = whole_batches(train_data, batch_size=config.batch_size, num_images=num_images)
@@ -335,17 +396,13 @@ def save_backbone_weights(base: keras.Model, folder, *, manifest: dict) -> str:
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, PRETRAINED_WEIGHTS_FILE)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=folder)
-    os.close(handle)
-    try:
-        base.save_weights(tmp)
-        with h5py.File(tmp, "a") as f:
+
+    def write(temporary):
+        base.save_weights(temporary)
+        with h5py.File(temporary, "a") as f:
             f.attrs[MANIFEST_ATTRIBUTE] = json.dumps(manifest)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    runs.write_atomically(path, write, suffix=".weights.h5")
     manifest = {**manifest, "weights_file": PRETRAINED_WEIGHTS_FILE}
     manifest["sha256"] = file_hash(path, "sha256")
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
