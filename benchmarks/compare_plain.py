@@ -3,9 +3,9 @@
 The plain recipe is what most tutorials write: a frozen VGG16, GlobalAveragePooling2D,
 Dense(1024, relu) and Dense(softmax), trained with `model.fit` over the images every epoch;
 for stage 2, block5 is unfrozen and `fit` runs end to end again. tlkeras trains the same
-architecture (dropout 0, so the two are identical) with `train_head_cached` and
-`fine_tune_cached`. Both start from the same weights and see the same images, image size,
-epochs, batch size, shuffle order and seed.
+architecture (dropout 0, so the two are identical) with `tl.train_head(model, data)` and
+`tl.fine_tune(model, data)`, which cache the frozen part's output. Both start from the same
+weights and see the same images, image size, epochs, batch size, shuffle order and seed.
 
 Each measurement runs in a fresh worker process, so its peak memory (the process's peak
 resident set) belongs to it alone; this script runs them one after another, alternating
@@ -126,7 +126,7 @@ def run_job(job: dict) -> dict:
     import numpy as np
 
     import tlkeras as tl
-    from tlkeras.features import fine_tune_cached, split_model, train_head_cached
+    from tlkeras.features import split_model
 
     data = tl.load_data(
         job["data_dir"],
@@ -181,11 +181,9 @@ def run_job(job: dict) -> dict:
             verbose=0,
         ).history
     elif stage == 1:
-        history = train_head_cached(
-            model, data, epochs=epochs, learning_rate=1e-3, callbacks=[timer]
-        )
+        history = tl.train_head(model, data, epochs=epochs, learning_rate=1e-3, callbacks=[timer])
     else:
-        history = fine_tune_cached(
+        history = tl.fine_tune(
             model, data, epochs=epochs, unfreeze=1, learning_rate=1e-5, callbacks=[timer]
         )
     seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - start_cpu

@@ -1,39 +1,37 @@
-"""Faster training: run the frozen part of the model once, then train only the rest.
+"""Feature extraction and caching: run the frozen part of the model once, keep its output.
 
 In the plain recipe every epoch runs the whole frozen backbone over every image again,
-though its output never changes. Here the model is split where its frozen part ends:
+though its output never changes. `split_model` cuts the model where its frozen part ends:
 
-    stage 1, `train_head_cached`:
+    stage 1 (the head trains):
         bottom: image -> Preprocess -> backbone -> GlobalAveragePooling    once per image
         top:    pooled features -> Dropout -> Dense -> Dropout -> Dense    every epoch
 
-    stage 2, `fine_tune_cached` (VGG16 with block5 unfrozen, say):
+    stage 2 (VGG16 with block5 unfrozen, say):
         bottom: image -> Preprocess -> block1 ... block4                   once per image
         top:    block4's output -> block5 -> pooling and head              every epoch
 
-The bottom's outputs, the *features*, are computed once for the training and validation
-images, in batches, and kept in memory, or in a disk-backed array (a numpy memmap in a
-temporary folder) when they would take more than half the memory available. The top is then
-trained on them with `fit`. Both parts share their layers with the model, so training the top
-trains the model itself: afterwards it is the ordinary end-to-end model, preprocessing
-included, and it predicts what the top predicted on the features.
+`cache_features` runs the bottom once over the training and validation images, in batches,
+and keeps the *features* in memory, or in a disk-backed array (a numpy memmap in a temporary
+folder) when they would take more than half the memory available. `cached_datasets` hands
+`tlkeras.train.fit_stage` the top and batches of those features; `end_to_end_model` is the
+same top fed by the bottom at every step, for when nothing is cached. Both share every layer
+with the model, so training them trains the model itself, preprocessing included.
 
 This is exact, not an approximation: the frozen part runs in inference mode (BatchNorm uses
-its moving statistics and is never trained), so its output for an image never changes. The
-features are visited in the order `tlkeras.data.epoch_dataset` visits the images (the same
-`(seed, epoch)` shuffle), so a cached run follows the plain run's training path, and a run
-resumed from a checkpoint follows an uninterrupted one.
+its moving statistics, dropout is off), so its output for an image never changes, and the
+unfrozen blocks run in inference mode in both. The features are visited in the order
+`tlkeras.data.epoch_dataset` visits the images (the same `(seed, epoch)` shuffle), so a
+cached run follows the plain run's training path, and a resumed run an uninterrupted one.
 
 With random augmentation the frozen part would see a different image every epoch, so one
-cache is no longer exact. `passes=K` with `augment=...` caches K augmented versions of every
-training image and epoch `e` trains on version `e mod K`; `tlkeras.train` instead trains end
-to end when augmentation is on, unless `TrainConfig.augment_passes` asks for K.
+cache is no longer exact: `Stage.augment_passes=K` caches K augmented versions of every
+training image and epoch `e` trains on version `e mod K`; with 0, training runs end to end.
 
 Example:
-    >>> data = load_data("data_samples/digits", image_size=32)
-    >>> model = build_model("vgg16", num_classes=10, image_size=32, weights=None)
-    >>> history = train_head_cached(model, data, epochs=10)
-    >>> history = fine_tune_cached(model, data, epochs=5, unfreeze=1, initial_epoch=10)
+    >>> bottom, top = split_model(model, num_blocks=1)
+    >>> with cache_features(bottom, data, "val") as features:
+    ...     top.predict(features.dataset(batch_size=32))
 """
 
 from __future__ import annotations
