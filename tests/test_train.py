@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 import zipfile
 
 import keras
@@ -114,3 +115,14 @@ def test_stage_one_learns_separable_classes(image_folder):
     assert history["val_accuracy"][-1] == 1.0
     assert history["loss"][-1] < history["loss"][0]
     assert get_base(model).trainable_weights == []
+
+
+def test_a_random_frozen_backbone_with_stage_one_only_is_warned_about():
+    from tlkeras.train import warn_if_meaningless
+
+    with pytest.warns(UserWarning, match=r"near-chance accuracy.*--unfreeze 5"):
+        warn_if_meaningless(tl.TrainConfig("data", weights="none", fine_tune_epochs=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_meaningless(tl.TrainConfig("data", weights="none", fine_tune_epochs=2))
+        warn_if_meaningless(tl.TrainConfig("data", weights="imagenet"))

@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 
 import keras
 
@@ -354,7 +355,26 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             f"the whole backbone every epoch. Received: cache={config.cache!r}"
         )
     check_class_weight(config.class_weight)
+    warn_if_meaningless(config)
     return config
+
+
+def warn_if_meaningless(config: TrainConfig) -> None:
+    """Warns before training a head on a random backbone that never trains: near chance.
+
+    Example:
+        >>> warn_if_meaningless(TrainConfig("data", weights="none"))   # UserWarning
+    """
+    if str(config.weights).lower() in ("none", "") and not config.fine_tune_epochs:
+        blocks = len(get_backbone(config.backbone).block_names)
+        warnings.warn(
+            f"weights='none' with stage 1 only trains a head on a random, frozen "
+            f"{config.backbone}: expect near-chance accuracy. For a meaningful run, pass "
+            f"--fine-tune-epochs N --unfreeze {blocks} (train the whole backbone), or real "
+            "weights (--weights imagenet, or a folder from tlkeras pretrain).",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def check_counts(counts: dict) -> None:
