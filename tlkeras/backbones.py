@@ -256,6 +256,26 @@ def get_backbone(name: str) -> Backbone:
     return BACKBONES[key]
 
 
+def check_num_blocks(
+    backbone: str | Backbone, num_blocks, *, minimum: int = 0, name: str = "num_blocks"
+) -> None:
+    """Fails unless `num_blocks` is a whole number of the backbone's blocks, from `minimum`.
+
+    Example:
+        >>> check_num_blocks("vgg16", 6)
+        ValueError: Cannot use the top 6 blocks of vgg16: it has 5 blocks, ...
+    """
+    backbone = get_backbone(backbone)
+    names = backbone.block_names
+    if not isinstance(num_blocks, int) or not minimum <= num_blocks <= len(names):
+        verb = "unfreeze" if name == "unfreeze" else "use"
+        raise ValueError(
+            f"Cannot {verb} {num_blocks!r} blocks of {backbone.name}: it has {len(names)} "
+            f"blocks, {', '.join(names)} (bottom to top). Pass a number from {minimum} to "
+            f"{len(names)}. Received: {name}={num_blocks!r}"
+        )
+
+
 def layer_blocks(backbone: str | Backbone, base: keras.Model) -> list[str]:
     """Names the block each layer of a built backbone belongs to.
 

@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlkeras.augment import augmentation_layer
-from tlkeras.backbones import layer_blocks
+from tlkeras.backbones import check_num_blocks, layer_blocks
 from tlkeras.config import Stage
 from tlkeras.data import Data, epoch_batches
 from tlkeras.distribute import shard_by_data
@@ -115,12 +115,7 @@ def split_model(model: keras.Model, num_blocks: int = 0) -> tuple[keras.Model, k
             return bottom, keras.Model(pool.output, model.output, name="top")
         backbone = backbone_of(model)
         names = backbone.block_names
-        if not isinstance(num_blocks, int) or not 0 <= num_blocks <= len(names):
-            raise ValueError(
-                f"Cannot split {backbone.name} below its top {num_blocks!r} blocks: it has "
-                f"{len(names)} blocks, {', '.join(names)} (bottom to top). Pass a number from "
-                f"0 to {len(names)}. Received: num_blocks={num_blocks!r}"
-            )
+        check_num_blocks(backbone, num_blocks)
         first = layer_blocks(backbone, base).index(names[-num_blocks])
         # Every block boundary cuts the graph (tests/test_backbones.py), so these build.
         boundary = base.input if first == 0 else base.layers[first].input

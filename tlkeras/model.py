@@ -32,7 +32,7 @@ import warnings
 
 import keras
 
-from tlkeras.backbones import Backbone, get_backbone, layer_blocks
+from tlkeras.backbones import Backbone, check_num_blocks, get_backbone, layer_blocks
 from tlkeras.layers import Preprocess
 from tlkeras.weights import (
     WEIGHT_COUNTS,
@@ -295,13 +295,8 @@ def unfreeze_top_blocks(
         ['block4', 'block5']
     """
     backbone = backbone_of(model)
+    check_num_blocks(backbone, num_blocks)
     names = backbone.block_names
-    if not isinstance(num_blocks, int) or not 0 <= num_blocks <= len(names):
-        raise ValueError(
-            f"Cannot unfreeze {num_blocks!r} blocks of {backbone.name}: it has {len(names)} "
-            f"blocks, {', '.join(names)} (bottom to top). Pass a number from 0 to {len(names)}. "
-            f"Received: num_blocks={num_blocks!r}"
-        )
     top = set(names[len(names) - num_blocks :])
     base = get_base(model)
     base.trainable = True

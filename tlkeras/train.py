@@ -33,7 +33,7 @@ import keras
 
 from tlkeras import checkpoints, distribute, runs
 from tlkeras.augment import augmentation_layer, get_augmentation
-from tlkeras.backbones import get_backbone
+from tlkeras.backbones import check_num_blocks, get_backbone
 from tlkeras.config import CACHE_MODES, Stage, TrainConfig
 from tlkeras.data import Data, check_class_weight, epoch_dataset, load_data
 from tlkeras.features import cached_datasets, end_to_end_model
@@ -336,13 +336,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             "augment_passes": (config.augment_passes, 0),
         }
     )
-    blocks = get_backbone(config.backbone).block_names
-    if config.fine_tune_epochs and not 1 <= config.unfreeze <= len(blocks):
-        raise ValueError(
-            f"Cannot unfreeze {config.unfreeze} blocks of {config.backbone}: it has "
-            f"{len(blocks)} blocks, {', '.join(blocks)} (bottom to top). Pass a number from 1 "
-            f"to {len(blocks)}. Received: unfreeze={config.unfreeze!r}"
-        )
+    if config.fine_tune_epochs:
+        check_num_blocks(config.backbone, config.unfreeze, minimum=1, name="unfreeze")
     check_precision(config.precision)
     if config.jit_compile not in (True, False, "auto"):
         raise ValueError(
