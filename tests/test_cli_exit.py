@@ -78,11 +78,12 @@ def test_debug_shows_the_traceback(monkeypatch, capsys, image_folder):
     assert "Traceback (most recent call last)" in err and "ZeroDivisionError: oops" in err
 
 
-def test_missing_imagenet_weights_exit_4(monkeypatch, capsys, image_folder, tmp_path):
+def test_missing_imagenet_weights_exit_1_with_the_fix(monkeypatch, capsys, image_folder, tmp_path):
     monkeypatch.setenv("TLKERAS_WEIGHTS_DIR", str(tmp_path))
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", image_folder, "--image-size", 32, "--out", out)
-    assert code == 4 and err.count("\n") == 1 and "has no vgg16_weights" in err
+    assert code == 1 and err.count("\n") == 1 and "has no vgg16_weights" in err
+    assert err.startswith("tlkeras: error:") and "internal error" not in err
 
 
 @pytest.mark.parametrize(("status", "expected"), [(None, 130), (143, 143)])

@@ -6,7 +6,7 @@ what it needs. The training flags of `train`, `compare`, `lr-find` and `pretrain
 from the fields of `tlkeras.config.TrainConfig` (and `PretrainConfig`) and their docs.
 
 Errors are one line on stderr; the exit status says what went wrong (see `tlkeras.errors`):
-2 a usage mistake, 3 a file or data problem, 4 no ImageNet weights offline, 1 a bug, 130
+2 a usage mistake, 3 a file or data problem, 1 a bug or no ImageNet weights offline, 130
 or 143 interrupted. Set TLKERAS_DEBUG=1 for tracebacks, and --verbose (or TLKERAS_DEBUG=1)
 for TensorFlow's own log lines.
 
@@ -41,8 +41,8 @@ EXAMPLES = """examples:
       --weights none --image-size 32 --epochs 3
   python -m tlkeras export runs/digits --format tflite-int8
 
-exit status: 0 ok, 1 internal error (a bug), 2 usage error, 3 file or data problem,
-  4 no ImageNet weights offline, 130/143 interrupted (see the README)
+exit status: 0 ok, 1 internal error (a bug) or no ImageNet weights offline, 2 usage error,
+  3 file or data problem, 130/143 interrupted, 141 closed pipe (see the README)
 """
 
 #: 128 + SIGPIPE, as a shell reports a command whose reader went away (`... | head`).
