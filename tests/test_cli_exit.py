@@ -2,6 +2,7 @@
 
 import csv
 import errno
+import importlib
 import io
 import json
 import os
@@ -9,7 +10,6 @@ import re
 
 import pytest
 
-import tlkeras.train
 from tlkeras import config as cfg
 from tlkeras.cli import build_parser, main
 from tlkeras.errors import UsageError, exit_status
@@ -25,7 +25,7 @@ def train_raising(monkeypatch, capsys, image_folder, error):
     def fail(config):
         raise error
 
-    monkeypatch.setattr(tlkeras.train, "train", fail)
+    monkeypatch.setattr(importlib.import_module("tlkeras.train"), "train", fail)
     return run_cli(capsys, "train", image_folder, "--weights", "none", "--image-size", 32)
 
 

@@ -57,6 +57,8 @@ def test_import_tlkeras_is_lazy_but_complete():
         "import sys, tlkeras as tl\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
         "print(tl.TrainConfig('d').epochs, callable(tl.train), tl.memory.__name__)\n"
+        "import tlkeras.predict, tlkeras.evaluate\n"
+        "print(callable(tl.predict), callable(tl.evaluate), callable(tl.lr_find))\n"
         "ns = {}\n"
         "exec('from tlkeras import *', ns)\n"
         "print(sorted(set(tl.__all__) - set(ns)))\n"
@@ -65,7 +67,8 @@ def test_import_tlkeras_is_lazy_but_complete():
         [sys.executable, "-c", code], capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": REPO},
     )  # fmt: skip
-    assert result.stdout.splitlines()[:3] == ["[]", "10 True tlkeras.memory", "[]"], result.stderr
+    lines = ["[]", "10 True tlkeras.memory", "True True True", "[]"]
+    assert result.stdout.splitlines()[:4] == lines, result.stderr
 
 
 @pytest.fixture(scope="module")

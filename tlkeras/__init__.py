@@ -41,6 +41,8 @@ __version__ = "0.1.0"
 # used, so `python -m tlkeras --help` answers at once. `tl.train`, `from tlkeras import *`
 # and submodules (`tl.memory`, `tl.labs.check_*`) work as if imported eagerly.
 import importlib as _importlib
+import sys as _sys
+import types as _types
 
 _EXPORTS = {
     "tlkeras.augment": ["Augmentation", "get_augmentation", "preview_augmentation"],
@@ -108,3 +110,16 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(_types.ModuleType):
+    """Keeps `tl.train` the function when Python binds the submodule `tlkeras.train`."""
+
+    def __setattr__(self, name, value):
+        submodule = isinstance(value, _types.ModuleType) and value.__name__ == f"tlkeras.{name}"
+        if submodule and name in _MODULE_OF and hasattr(value, name):
+            value = getattr(value, name)  # train, predict, evaluate, explain, lr_find...
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
