@@ -55,7 +55,7 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -78,9 +78,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".webp",
     ".tif",
     ".tiff",
-    ".avif",
-    ".heic",
-    ".heif",
 )
 """Lower-case file extensions treated as images when scanning folders.
 
@@ -89,11 +86,11 @@ libwebp, which the official wheels include). TIFF is included because Pillow rea
 TIFF flavours (8/16-bit, RGB, grayscale, palette, CMYK, float); exotic ones (e.g. some
 multi-sample scientific TIFFs) may still fail with :class:`ImageReadError`.
 
-AVIF is read by Pillow 11.3 and later when built with libavif (the official wheels are);
-HEIC/HEIF (iPhone photos) by the optional `pillow-heif` plugin, `pip install "tlkeras[heif]"`,
-which is registered with Pillow when installed. They are always listed, so a folder of them
-is not silently skipped: without the reader, reading one fails with an :class:`ImageReadError`
-that names what to install (`codec_hint`).
+AVIF (`.avif`) is added when Pillow reads it (11.3 and later, built with libavif as the
+official wheels are); HEIC/HEIF (`.heic`, `.heif`: iPhone photos) when the optional
+`pillow-heif` plugin is installed (`pip install "tlkeras[heif]"`), which is then registered
+with Pillow. Without the reader, a folder scan lists such files as unsupported, and reading
+one fails with an :class:`ImageReadError` that names what to install (`codec_hint`).
 """
 
 #: What to install to read these formats, when the installed Pillow cannot.
@@ -110,6 +107,9 @@ with contextlib.suppress(ImportError):  # The optional HEIC/HEIF reader, when in
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
+    IMAGE_EXTENSIONS += (".heic", ".heif")
+if features.check_module("avif"):
+    IMAGE_EXTENSIONS += (".avif",)
 
 _EXIF_ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # orientations that swap width/height
