@@ -587,3 +587,30 @@ def test_invalid_load_images_arguments(tmp_path):
         load_images([path], 8, num_workers=0)
     with pytest.raises(TypeError, match="Received: num_workers='2'"):
         load_images([path], 8, num_workers="2")
+
+
+def test_avif_is_read_when_pillow_supports_it(tmp_path):
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow is built without AVIF")
+    path = tmp_path / "photo.avif"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(path)
+    assert has_image_extension(path)
+    pixels = load_image(path, 8)
+    assert pixels.shape == (8, 8, 3)
+    assert abs(int(pixels[0, 0, 0]) - 200) < 12 and pixels[0, 0, 1] < 40
+
+
+def test_heic_without_the_plugin_names_the_extra(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("pillow_heif") is not None:
+        pytest.skip("pillow-heif is installed, so HEIC files are read")
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(100))
+    assert not has_image_extension(path), "listed only when readable"
+    with pytest.raises(ImageReadError, match=r'pip install "tlkeras\[heif\]"') as info:
+        load_image(path, 8)
+    assert "no reader for heic files" in info.value.reason
+    assert verify_image(path) == info.value.reason

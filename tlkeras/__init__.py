@@ -38,107 +38,89 @@ weights for offline machines:
 
 __version__ = "0.1.0"
 
-from tlkeras import labs  # noqa: F401  (tl.labs.check_*: the teaching-lab checkers)
-from tlkeras.augment import Augmentation, get_augmentation, preview_augmentation
-from tlkeras.backbones import BACKBONES, get_backbone
-from tlkeras.data import load_data, sample_per_class
-from tlkeras.distribute import get_strategy
-from tlkeras.evaluate import evaluate
-from tlkeras.export import export_model
-from tlkeras.features import cache_features, split_model
-from tlkeras.layers import Preprocess
-from tlkeras.model import (
-    WeightsUnavailableError,
-    block_summary,
-    build_model,
-    compile_model,
-    freeze_backbone,
-    imagenet_or_none,
-    load_backbone,
-    unfreeze_top_blocks,
-)
-from tlkeras.precision import precision_scope
-from tlkeras.predict import predict
-from tlkeras.pretrain import PretrainConfig, pretrain
-from tlkeras.runs import Run, load_run, save_model
-from tlkeras.scan import ScanReport, scan_dataset
-from tlkeras.train import Stage, TrainConfig, fine_tune, merge_histories, train, train_head
-from tlkeras.weights import download_weights, list_weights
+# Importing tlkeras is cheap: each name below loads its module (and TensorFlow) when first
+# used, so `python -m tlkeras --help` answers at once. `tl.train`, `from tlkeras import *`
+# and submodules (`tl.memory`, `tl.labs.check_*`) work as if imported eagerly.
+import importlib as _importlib
+import sys as _sys
+import types as _types
 
-__all__ = [
-    "block_summary",
-    "imagenet_or_none",
-    "merge_histories",
-    "sample_per_class",
-    "Augmentation",
-    "BACKBONES",
-    "Preprocess",
-    "PretrainConfig",
-    "Run",
-    "ScanReport",
-    "TrainConfig",
-    "WeightsUnavailableError",
-    "build_model",
-    "cache_features",
-    "compile_model",
-    "download_weights",
-    "evaluate",
-    "export_model",
-    "fine_tune",
-    "freeze_backbone",
-    "get_augmentation",
-    "get_backbone",
-    "get_strategy",
-    "list_weights",
-    "load_backbone",
-    "load_data",
-    "load_run",
-    "precision_scope",
-    "predict",
-    "preview_augmentation",
-    "pretrain",
-    "save_model",
-    "scan_dataset",
-    "split_model",
-    "train",
-    "train_head",
-    "Stage",
-    "unfreeze_top_blocks",
-]
+_EXPORTS = {
+    "tlkeras.augment": ["Augmentation", "get_augmentation", "preview_augmentation"],
+    "tlkeras.backbones": ["BACKBONES", "get_backbone"],
+    "tlkeras.compare": ["compare_backbones"],
+    "tlkeras.config": ["PretrainConfig", "Stage", "TrainConfig"],
+    "tlkeras.data": ["load_data", "sample_per_class"],
+    "tlkeras.distribute": ["get_strategy"],
+    "tlkeras.evaluate": ["evaluate", "most_confused", "top_losses"],
+    "tlkeras.explain": ["explain", "gradcam"],
+    "tlkeras.export": ["export_model"],
+    "tlkeras.features": ["cache_features", "split_model"],
+    "tlkeras.layers": ["Preprocess"],
+    "tlkeras.lr_find": ["lr_find"],
+    "tlkeras.model": [
+        "WeightsUnavailableError",
+        "block_summary",
+        "build_model",
+        "compile_model",
+        "freeze_backbone",
+        "imagenet_or_none",
+        "load_backbone",
+        "unfreeze_top_blocks",
+    ],
+    "tlkeras.plots": [
+        "plot_comparison",
+        "plot_confusion_matrix",
+        "plot_gradcam",
+        "plot_history",
+        "plot_lr_find",
+        "plot_per_class",
+        "plot_predictions",
+        "plot_top_losses",
+    ],
+    "tlkeras.precision": ["precision_scope"],
+    "tlkeras.predict": ["predict"],
+    "tlkeras.pretrain": ["pretrain"],
+    "tlkeras.report": ["write_report"],
+    "tlkeras.runs": ["Run", "load_run", "save_model"],
+    "tlkeras.scan": ["ScanReport", "scan_dataset"],
+    "tlkeras.train": ["fine_tune", "fit_stage", "merge_histories", "train", "train_head"],
+    "tlkeras.weights": ["download_weights", "list_weights"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-# Seeing what the model learned: training curves, evaluation reports, Grad-CAM, the
-# learning-rate finder and backbone comparison. Every plot_* returns a matplotlib Figure
-# (shown inline in notebooks) and saves a PNG when given path=.
-from tlkeras.compare import compare_backbones  # noqa: E402
-from tlkeras.evaluate import most_confused, top_losses  # noqa: E402
-from tlkeras.explain import explain, gradcam  # noqa: E402
-from tlkeras.lr_find import lr_find  # noqa: E402
-from tlkeras.plots import (  # noqa: E402
-    plot_comparison,
-    plot_confusion_matrix,
-    plot_gradcam,
-    plot_history,
-    plot_lr_find,
-    plot_per_class,
-    plot_predictions,
-    plot_top_losses,
-)
-from tlkeras.report import write_report  # noqa: E402
+__all__ = sorted(_MODULE_OF)
 
-__all__ += [
-    "compare_backbones",
-    "explain",
-    "gradcam",
-    "lr_find",
-    "most_confused",
-    "plot_comparison",
-    "plot_confusion_matrix",
-    "plot_gradcam",
-    "plot_history",
-    "plot_lr_find",
-    "plot_per_class",
-    "plot_predictions",
-    "plot_top_losses",
-    "top_losses",
-    "write_report",
-]
+
+def __getattr__(name: str):
+    """Loads an exported name or a submodule (`tl.memory`) the first time it is used."""
+    if name in _MODULE_OF:
+        value = getattr(_importlib.import_module(_MODULE_OF[name]), name)
+    elif name.isidentifier() and not name.startswith("_"):
+        try:
+            value = _importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(_types.ModuleType):
+    """Keeps `tl.train` the function when Python binds the submodule `tlkeras.train`."""
+
+    def __setattr__(self, name, value):
+        submodule = isinstance(value, _types.ModuleType) and value.__name__ == f"tlkeras.{name}"
+        if submodule and name in _MODULE_OF and hasattr(value, name):
+            value = getattr(value, name)  # train, predict, evaluate, explain, lr_find...
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import keras
 import numpy as np
 
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
@@ -145,6 +144,8 @@ def build_augmentation(augmentation: Augmentation, *, seed: int | None = None):
     """
     if not augmentation.enabled:
         return None
+    import keras  # Here, so that checking settings (get_augmentation) needs no TensorFlow.
+
     layers = keras.layers
 
     def seed_of(offset):
@@ -174,6 +175,8 @@ def augmentation_layer(augment, *, seed: int | None = None):
     """
     if augment is None:
         return None
+    import keras
+
     if isinstance(augment, keras.layers.Layer):
         return augment
     return build_augmentation(get_augmentation(augment), seed=seed)

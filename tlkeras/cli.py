@@ -1,23 +1,38 @@
 """The command line: `python -m tlkeras COMMAND ...`; `python -m tlkeras --help` lists them.
 
-This module only parses arguments and calls the library. A mistake in what the user typed
-is reported as one line on stderr with exit status 2; other failures (no ImageNet weights
-offline, a broken file) as one line with status 1. Set TLKERAS_DEBUG=1 for tracebacks.
+This module only parses arguments and calls the library. Parsing imports no TensorFlow or
+Keras, so `--help`, `--version` and usage mistakes answer at once; each command imports
+what it needs. The training flags of `train`, `compare`, `lr-find` and `pretrain` are made
+from the fields of `tlkeras.config.TrainConfig` (and `PretrainConfig`) and their docs.
+
+Errors are one line on stderr; the exit status says what went wrong (see `tlkeras.errors`):
+2 a usage mistake, 3 a file or data problem, 1 a bug or no ImageNet weights offline, 130
+or 143 interrupted. Set TLKERAS_DEBUG=1 for tracebacks, and --verbose (or TLKERAS_DEBUG=1)
+for TensorFlow's own log lines.
+
+Example:
+    >>> main(["backbones"])  # doctest: +SKIP
+    0
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Hide TensorFlow's start-up chatter.
+from tlkeras import config as cfg
+from tlkeras.errors import UsageError, debug_enabled, describe, exit_status, one_line
+from tlkeras.quiet import quiet
 
 EXAMPLES = """examples:
   python -m tlkeras train data_samples/digits --weights none --image-size 32 \\
       --epochs 3 --fine-tune-epochs 2 --out runs/digits
   python -m tlkeras predict runs/digits data_samples/predict_examples/digit_3.png
+  python -m tlkeras predict runs/digits photos/*.jpg --format csv > predictions.csv
   python -m tlkeras evaluate runs/digits data_samples/digits --out reports/digits
   python -m tlkeras scan data_samples/digits
   python -m tlkeras explain runs/digits data_samples/predict_examples/digit_3.png
@@ -25,7 +40,13 @@ EXAMPLES = """examples:
   python -m tlkeras compare data_samples/digits --backbones vgg16,mobilenet_v2 \\
       --weights none --image-size 32 --epochs 3
   python -m tlkeras export runs/digits --format tflite-int8
+
+exit status: 0 ok, 1 internal error (a bug) or no ImageNet weights offline, 2 usage error,
+  3 file or data problem, 130/143 interrupted, 141 closed pipe (see the README)
 """
+
+#: 128 + SIGPIPE, as a shell reports a command whose reader went away (`... | head`).
+BROKEN_PIPE_STATUS = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,236 +56,388 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_train(commands) -> None:
-    from tlkeras.backbones import BACKBONES
+# -- training flags, made from the fields of TrainConfig and PretrainConfig -------------------
 
-    p = commands.add_parser(
+#: Flags whose spelling is not the field name with dashes.
+FLAG_NAMES = {
+    "learning_rate": "--lr",
+    "fine_tune_learning_rate": "--fine-tune-lr",
+    "learning_rate_scaling": "--lr-scaling",
+}
+CHOICES = {
+    "backbone": cfg.BACKBONE_NAMES,
+    "precision": cfg.PRECISIONS,
+    "strategy": cfg.STRATEGIES,
+    "learning_rate_scaling": cfg.LEARNING_RATE_SCALINGS,
+    "augment": cfg.AUGMENT_PRESETS,
+    "flip": cfg.FLIP_MODES,
+    "class_weight": cfg.CLASS_WEIGHTS,
+    "cache": cfg.CACHE_MODES,
+}
+METAVARS = {
+    "data_dir": "DATA_DIR",
+    "out": "DIR",
+    "weights": "imagenet|none|PRETRAIN_DIR|PATH",
+    "weights_dir": "DIR",
+    "augment_passes": "K",
+    **{name: "F" for name in ("rotation", "zoom", "translation", "contrast")},
+}
+#: `--resume RUN_DIR` names the run folder to continue (TrainConfig has resume=True, out=it).
+RESUME_HELP = (
+    "continue the run in RUN_DIR from its last checkpoint, with the same settings (the "
+    "learning rates and --patience may change)"
+)
+TRAIN_GROUPS = (
+    (
+        "model",
+        None,
+        ("backbone", "weights", "weights_dir", "image_size", "dense_units", "dropout"),
+    ),
+    ("data", None, ("batch_size", "validation_split", "seed")),
+    ("stage 1: train the head, backbone frozen", None, ("epochs", "learning_rate")),
+    (
+        "stage 2: fine-tune the top blocks (BatchNorm stays frozen)",
+        None,
+        ("fine_tune_epochs", "unfreeze", "fine_tune_learning_rate", "patience"),
+    ),
+    (
+        "data checks, augmentation and class balance",
+        None,
+        ("strict", "augment", "flip", "rotation", "zoom", "translation", "contrast")
+        + ("class_weight",),
+    ),
+    (
+        "checkpoints and resuming",
+        "Every epoch is checkpointed in OUT/checkpoint/. Ctrl-C stops after the current batch "
+        "and keeps the last checkpoint.",
+        ("resume", "overwrite", "deterministic"),
+    ),
+    (
+        "distribution (see README: several GPUs or machines)",
+        "--batch-size is per replica (GPU); the global batch is batch size x replicas.",
+        ("strategy", "learning_rate_scaling"),
+    ),
+    (
+        "speed (see the README's Performance section)",
+        None,
+        ("precision", "jit_compile", "cache", "augment_passes"),
+    ),
+)
+PRETRAIN_GROUPS = (
+    ("model", None, ("backbone", "weights", "weights_dir", "image_size", "dropout")),
+    ("data", None, ("batch_size", "validation_split", "seed")),
+    ("training", None, ("epochs", "learning_rate", "patience", "overwrite")),
+)
+#: The TrainConfig fields `lr-find` reads; the others would do nothing there.
+LR_FIND_FIELDS = (
+    "data_dir", "out", "backbone", "weights", "weights_dir", "image_size", "dense_units",
+    "dropout", "batch_size", "validation_split", "seed", "epochs", "learning_rate", "unfreeze",
+)  # fmt: skip
+
+
+def flag_kind(annotation: str) -> str | None:
+    """How a field of this type annotation becomes a flag; None when it cannot be one.
+
+    Args:
+        annotation: The field's annotation as written, e.g. `"int | None"`.
+
+    Returns:
+        `"bool"` (on/off), `"bool|str"` (--x/--no-x/unset), `"int"`, `"float"`, `"str"`,
+        or None (lists, callables and other values a command line cannot give).
+
+    Example:
+        >>> flag_kind("float | None"), flag_kind("list[Callable]")
+        ('float', None)
+    """
+    parts = {part.strip() for part in str(annotation).split("|")} - {"None"}
+    if parts == {"bool"}:
+        return "bool"
+    if parts == {"bool", "str"}:
+        return "bool|str"
+    if len(parts) == 1 and parts <= {"int", "float", "str"}:
+        return parts.pop()
+    return None
+
+
+def flag_name(field: str) -> str:
+    """The flag of a config field: `--image-size` for image_size, `--lr` for learning_rate."""
+    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def _help_text(doc: str) -> str:
+    """A field's doc as argparse help: no backticks or quotes, % escaped."""
+    return doc.replace("`", "").replace('"', "").replace("%", "%%")
+
+
+def add_config_arguments(parser, config_class, *, groups, only=None, skip=(), defaults=None):
+    """Adds one argument per field of a config dataclass, documented by its docstring.
+
+    Args:
+        parser: The subcommand's parser.
+        config_class: `cfg.TrainConfig` or `cfg.PretrainConfig`.
+        groups: `(title, description, field names)` triples; other fields go in "settings".
+        only: Field names to add (default: all); `skip`: field names to leave out.
+        defaults: Field defaults for this command, e.g. `{"out": "runs/compare"}`.
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_config_arguments(parser, cfg.TrainConfig, groups=TRAIN_GROUPS)
+        >>> parser.parse_args(["data", "--lr", "0.01"]).learning_rate
+        0.01
+    """
+    docs = cfg.field_docs(config_class)
+    defaults = defaults or {}
+    fields = [
+        f
+        for f in dataclasses.fields(config_class)
+        if (only is None or f.name in only) and f.name not in skip and flag_kind(f.type)
+    ]
+    group_of = {name: title for title, _, names in groups for name in names}
+    made = {}
+    for field in fields:
+        title = group_of.get(field.name, "settings")
+        if field.default is dataclasses.MISSING:
+            target = parser
+        elif title not in made:
+            description = next((d for t, d, _ in groups if t == title), None)
+            target = made[title] = parser.add_argument_group(title, description)
+        else:
+            target = made[title]
+        default = defaults.get(field.name, field.default)
+        _add_field(target, field, default, _help_text(docs.get(field.name, "")))
+    return [f.name for f in fields]
+
+
+def _add_field(target, field, default, help_text: str) -> None:
+    kind = flag_kind(field.type)
+    metavar = METAVARS.get(field.name) or flag_name(field.name)[2:].upper().replace("-", "_")
+    if field.default is dataclasses.MISSING:
+        target.add_argument(field.name, metavar=METAVARS.get(field.name, metavar), help=help_text)
+    elif field.name == "resume":
+        target.add_argument("--resume", metavar="RUN_DIR", help=RESUME_HELP)
+    elif kind == "bool":
+        target.add_argument(flag_name(field.name), action="store_true", help=help_text)
+    elif kind == "bool|str":
+        target.add_argument(
+            flag_name(field.name),
+            action=argparse.BooleanOptionalAction,
+            default=default,
+            help=f"{help_text} (default: {default})",
+        )
+    else:
+        target.add_argument(
+            flag_name(field.name),
+            dest=field.name,
+            type={"int": int, "float": float, "str": str}[kind],
+            default=default,
+            choices=CHOICES.get(field.name),
+            metavar=metavar,
+            help=f"{help_text} (default: %(default)s)",
+        )
+
+
+def config_from_args(config_class, args, names, **overrides):
+    """The config a command asked for: its parsed flags, then the `overrides`.
+
+    `--resume RUN_DIR` becomes `resume=True` with `out=RUN_DIR`.
+
+    Example:
+        >>> args = argparse.Namespace(data_dir="d", resume=None, out="runs/x")
+        >>> config_from_args(cfg.TrainConfig, args, ["data_dir", "out", "resume"]).out
+        'runs/x'
+    """
+    values = {name: getattr(args, name) for name in names}
+    if "resume" in values:
+        values["out"] = _run_folder(args.out, args.resume, default_out=args.default_out)
+        values["resume"] = args.resume is not None
+    return config_class(**{**values, **overrides})
+
+
+def _run_folder(out: str, resume: str | None, *, default_out: str) -> str:
+    """--resume RUN_DIR names the run folder; an --out beside it must agree."""
+    if resume is None:
+        return out
+    if out not in (default_out, resume):
+        raise UsageError(
+            f"--resume {resume} continues the run in {resume}, but --out names another "
+            f"folder. Drop --out or make it the same. Received: out={out!r}"
+        )
+    return resume
+
+
+def _check_settings(config) -> None:
+    """The library's checks of the augmentation and data folder, before TensorFlow loads."""
+    from tlkeras.augment import get_augmentation  # numpy only, like tlkeras.scan
+    from tlkeras.scan import _check_data_dir
+
+    if hasattr(config, "augment"):
+        names = ("augment", "flip", "rotation", "zoom", "translation", "contrast")
+        get_augmentation(**{name: getattr(config, name) for name in names})
+    _check_data_dir(config.data_dir)
+
+
+def _add_training_command(commands, name, *, help, description, config_class=cfg.TrainConfig,
+                          groups=TRAIN_GROUPS, **options):  # fmt: skip
+    p = commands.add_parser(name, help=help, description=description)
+    _add_verbose(p)
+    names = add_config_arguments(p, config_class, groups=groups, **options)
+    p.set_defaults(default_out=p.get_default("out"), config_fields=names)
+    return p
+
+
+def _add_train(commands) -> None:
+    p = _add_training_command(
+        commands,
         "train",
         help="train a classifier on a folder of images",
         description="Train a new head on a frozen ImageNet backbone, then optionally fine-tune "
         "its top blocks. DATA_DIR holds one subfolder per class, or train/ and val/ "
         "(and test/) subfolders that each hold class folders.",
     )
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder of class folders")
-    p.add_argument(
-        "--out", default="runs/latest", help="run folder to write (default: %(default)s)"
-    )
-    model = p.add_argument_group("model")
-    model.add_argument(
-        "--backbone",
-        choices=sorted(BACKBONES),
-        help="(default: vgg16, or the backbone a PRETRAIN_DIR was made for)",
-    )
-    model.add_argument(
-        "--weights",
-        default="imagenet",
-        metavar="imagenet|none|PRETRAIN_DIR|PATH",
-        help="pretrained ImageNet weights (downloaded once by Keras), none for random "
-        "initialisation (offline), a folder from `tlkeras pretrain`, or a weights file "
-        "(default: %(default)s)",
-    )
-    _add_weights_dir(model)
-    model.add_argument(
-        "--image-size",
-        type=int,
-        help="square input size in pixels (default: a PRETRAIN_DIR's, else the backbone's)",
-    )
-    model.add_argument(
-        "--dense-units",
-        type=int,
-        default=1024,
-        help="hidden units in the head, 0 for none (default: %(default)s)",
-    )
-    model.add_argument("--dropout", type=float, default=0.2, help="(default: %(default)s)")
-    data = p.add_argument_group("data")
-    data.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
-    data.add_argument(
-        "--validation-split",
-        type=float,
-        default=0.2,
-        help="fraction held out when there is no val/ folder (default: %(default)s)",
-    )
-    data.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="for the split, shuffling and weights (default: %(default)s)",
-    )
-    stage1 = p.add_argument_group("stage 1: train the head, backbone frozen")
-    stage1.add_argument("--epochs", type=int, default=10, help="(default: %(default)s)")
-    stage1.add_argument(
-        "--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)"
-    )
-    stage2 = p.add_argument_group("stage 2: fine-tune the top blocks (BatchNorm stays frozen)")
-    stage2.add_argument(
-        "--fine-tune-epochs",
-        type=int,
-        default=0,
-        help="0 skips fine-tuning (default: %(default)s)",
-    )
-    stage2.add_argument(
-        "--unfreeze",
-        type=int,
-        default=1,
-        help="blocks to unfreeze, from the top (default: %(default)s)",
-    )
-    stage2.add_argument("--fine-tune-lr", type=float, default=1e-5, help="(default: %(default)s)")
-    stage2.add_argument(
-        "--patience",
-        type=int,
-        default=5,
-        help="early-stopping patience, 0 for off (default: %(default)s)",
-    )
-    _add_data_check_arguments(p)
-    _add_resume_arguments(p)
-    _add_distribution_arguments(p)
-    _add_speed_options(p)
     p.set_defaults(handler=_train)
 
 
-def _add_resume_arguments(p) -> None:
-    group = p.add_argument_group(
-        "checkpoints and resuming",
-        "Every epoch is checkpointed in OUT/checkpoint/. Ctrl-C stops after the current batch "
-        "and keeps the last checkpoint.",
-    )
-    group.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its last checkpoint, with the same settings "
-        "(the learning rates and --patience may change)",
-    )
-    group.add_argument(
-        "--overwrite", action="store_true", help="delete the run in --out and start again"
-    )
-    group.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="TensorFlow op determinism: the same --seed gives identical weights (slower)",
-    )
-    p.set_defaults(default_out=p.get_default("out"))
-
-
-def _run_folder(args) -> str:
-    """--resume RUN_DIR names the run folder; an --out beside it must agree."""
-    if args.resume is None:
-        return args.out
-    if args.out not in (args.default_out, args.resume):
-        raise ValueError(
-            f"--resume {args.resume} continues the run in {args.resume}, but --out names "
-            f"another folder. Drop --out or make it the same. Received: out={args.out!r}"
-        )
-    return args.resume
-
-
-def _add_speed_options(p) -> None:
-    from tlkeras.config import CACHE_MODES
-    from tlkeras.precision import PRECISIONS
-
-    speed = p.add_argument_group("speed (see the README's Performance section)")
-    speed.add_argument(
-        "--precision",
-        default="float32",
-        choices=PRECISIONS,
-        help="mixed_bfloat16 for CPUs with AVX512_BF16/AMX and TPUs, mixed_float16 for GPUs; "
-        "the last layer stays float32 (default: %(default)s)",
-    )
-    speed.add_argument(
-        "--jit-compile",
-        action=argparse.BooleanOptionalAction,
-        default="auto",
-        help="XLA-compile the model (default: Keras' auto, on with a GPU, off on a CPU)",
-    )
-    speed.add_argument(
-        "--cache",
-        default="auto",
-        choices=CACHE_MODES,
-        help="auto|memory|disk: run the frozen layers once and train on their cached output "
-        "(same result, many times faster; auto keeps it in memory when it fits, else on disk); "
-        "off: run the whole model every epoch (default: %(default)s)",
-    )
-    speed.add_argument(
-        "--augment-passes",
-        type=int,
-        default=0,
-        metavar="K",
-        help="with augmentation on: 0 trains end to end, K caches K augmented versions of "
-        "every training image (default: %(default)s)",
-    )
-
-
-def _add_distribution_arguments(p) -> None:
-    from tlkeras.distribute import LEARNING_RATE_SCALINGS, STRATEGIES
-
-    group = p.add_argument_group(
-        "distribution (see README: several GPUs or machines)",
-        "--batch-size is per replica (GPU); the global batch is batch size x replicas.",
-    )
-    group.add_argument(
-        "--strategy",
-        default="auto",
-        choices=STRATEGIES,
-        help="auto: every GPU when there are several, else one device; mirrored: every GPU "
-        "of this machine; multiworker: several machines, set by TF_CONFIG (default: "
-        "%(default)s)",
-    )
-    group.add_argument(
-        "--lr-scaling",
-        default="sqrt",
-        choices=LEARNING_RATE_SCALINGS,
-        help="both learning rates times sqrt(replicas), times replicas, or unchanged "
-        "(default: %(default)s)",
-    )
-
-
 def _train(args) -> int:
-    from tlkeras.train import TrainConfig, train
+    config = config_from_args(cfg.TrainConfig, args, args.config_fields)
+    _check_settings(config)
+    from tlkeras.train import train
 
-    config = TrainConfig(
-        data_dir=args.data_dir,
-        out=_run_folder(args),
-        backbone=args.backbone,
-        weights=args.weights,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        fine_tune_epochs=args.fine_tune_epochs,
-        unfreeze=args.unfreeze,
-        learning_rate=args.lr,
-        fine_tune_learning_rate=args.fine_tune_lr,
-        validation_split=args.validation_split,
-        dense_units=args.dense_units,
-        dropout=args.dropout,
-        patience=args.patience,
-        seed=args.seed,
-        **_data_check_options(args),
-        resume=args.resume is not None,
-        overwrite=args.overwrite,
-        deterministic=args.deterministic,
-        strategy=args.strategy,
-        learning_rate_scaling=args.lr_scaling,
-        weights_dir=args.weights_dir,
-        precision=args.precision,
-        jit_compile=args.jit_compile,
-        cache=args.cache,
-        augment_passes=args.augment_passes,
-    )
     run = train(config)
     best = max(run.history.get("val_accuracy") or [float("nan")])
     print(f"Saved the run to {run.path} (best val_accuracy {best:.3f}).")
     return 0
 
 
+def _add_lr_find(commands) -> None:
+    p = _add_training_command(
+        commands,
+        "lr-find",
+        help="sweep the learning rate and suggest one",
+        description="Grow the learning rate exponentially over a few batches, plot the loss "
+        "against it (DIR/lr_find.png) and suggest a rate. Stage 1 sweeps the head; stage 2 "
+        "the unfrozen top blocks of a model whose head is trained (from --run, or trained "
+        "here for --epochs first). The model's weights are restored afterwards.",
+        only=LR_FIND_FIELDS,
+        defaults={"out": "runs/lr_find", "epochs": 3},
+    )
+    sweep = p.add_argument_group("sweep")
+    sweep.add_argument("--stage", type=int, choices=(1, 2), default=1, help="(default: 1)")
+    sweep.add_argument(
+        "--run", metavar="RUN_DIR", help="start from this trained run (its backbone and size)"
+    )
+    sweep.add_argument("--min-lr", type=float, default=1e-7, help="(default: %(default)s)")
+    sweep.add_argument("--max-lr", type=float, default=10.0, help="(default: %(default)s)")
+    sweep.add_argument("--num-steps", type=int, default=100, help="batches (default: 100)")
+    sweep.add_argument(
+        "--rule", choices=cfg.LR_FIND_RULES, default="valley", help="(default: valley)"
+    )
+    p.set_defaults(handler=_lr_find)
+
+
+def _lr_find(args) -> int:
+    config = config_from_args(cfg.TrainConfig, args, args.config_fields)
+    _check_settings(config)
+    from tlkeras.lr_find import lr_find_from_config
+
+    result = lr_find_from_config(
+        config,
+        stage=args.stage,
+        run_dir=args.run,
+        min_lr=args.min_lr,
+        max_lr=args.max_lr,
+        num_steps=args.num_steps,
+        rule=args.rule,
+    )
+    print(result.summary())
+    print(f"Saved the plot to {os.path.join(args.out, 'lr_find.png')}")
+    return 0
+
+
+def _add_compare(commands) -> None:
+    p = _add_training_command(
+        commands,
+        "compare",
+        help="train several backbones on the same split and compare them",
+        description="Train each backbone with the same data, split, seed and settings, then "
+        "write a table (comparison.csv, .json) of validation accuracy, training time, "
+        "images/s, parameters and model size, and a bar chart (comparison.png). Every "
+        "training flag of train applies to each run (in DIR/<backbone>).",
+        skip=("backbone",),
+        defaults={"out": "runs/compare"},
+    )
+    p.add_argument(
+        "--backbones",
+        required=True,
+        metavar="NAMES",
+        help="comma-separated, e.g. vgg16,resnet50,inceptionv3",
+    )
+    p.set_defaults(handler=_compare)
+
+
+def _compare(args) -> int:
+    config = config_from_args(cfg.TrainConfig, args, args.config_fields)
+    _check_settings(config)
+    from tlkeras.compare import compare_backbones, format_comparison
+
+    rows = compare_backbones(config, args.backbones)
+    print(format_comparison(rows))
+    print(f"Saved the table and chart to {config.out}/comparison.csv, .json, .png")
+    return 0
+
+
+def _add_pretrain(commands) -> None:
+    p = _add_training_command(
+        commands,
+        "pretrain",
+        help="pretrain a whole backbone on your own source images",
+        description="Train the whole backbone (from scratch, or from --weights) on a large "
+        "labelled SOURCE_DIR of your own, and save its weights with a manifest. Transfer from "
+        "it later with: train DATA_DIR --weights PRETRAIN_DIR.",
+        config_class=cfg.PretrainConfig,
+        groups=PRETRAIN_GROUPS,
+    )
+    p.set_defaults(handler=_pretrain)
+
+
+def _pretrain(args) -> int:
+    config = config_from_args(cfg.PretrainConfig, args, args.config_fields)
+    _check_settings(config)
+    from tlkeras.pretrain import pretrain
+
+    run = pretrain(config)
+    best = max(run.history.get("val_accuracy") or [float("nan")])
+    print(
+        f"Saved the pretrained {run.config['backbone']} to {run.path} (best val_accuracy "
+        f"{best:.3f}). Transfer from it with: python -m tlkeras train DATA_DIR --weights "
+        f"{run.path}"
+    )
+    return 0
+
+
+# -- predict: text, JSON or CSV --------------------------------------------------------------
+
+
 def _add_predict(commands) -> None:
     p = commands.add_parser(
         "predict",
         help="predict the classes of image files",
-        description="Print the most probable classes of each image, using a trained run.",
+        description="Print the most probable classes of each image, using a trained run: "
+        "as text, as a JSON array of {path, predictions: [{label, probability}]} objects, "
+        "or as CSV rows path,rank,label,probability (see the README).",
     )
+    _add_verbose(p)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (or .keras file) from train")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--top-k", type=int, default=3, help="classes per image (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--format",
+        choices=("text", "json", "csv"),
+        default="text",
+        help="text, a JSON array, or CSV with a header row (default: %(default)s)",
+    )
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
     p.add_argument(
         "--grid", metavar="PNG", help="also save the images with their top class as a PNG grid"
     )
@@ -272,23 +445,28 @@ def _add_predict(commands) -> None:
 
 
 def _predict(args) -> int:
-    from tlkeras.predict import predict
+    from tlkeras.predict import format_predictions, predict
     from tlkeras.runs import load_run
 
     run = load_run(args.run_dir)
-    results = predict(run, args.images, top_k=args.top_k)
+    results = predict(run, args.images, top_k=args.top_k, progress=sys.stderr.isatty())
     if args.grid:
         from tlkeras.plots import plot_predictions
 
         plot_predictions(results, image_size=run.image_size, path=args.grid)
         print(f"Saved the predictions grid to {args.grid}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
-        return 0
-    for result in results:
-        top = ", ".join(f"{name} {prob:.3f}" for name, prob in result["top"])
-        print(f"{result['path']}: {top}")
+    sys.stdout.write(format_predictions(results, args.format))
     return 0
+
+
+def _add_verbose(parser, default=argparse.SUPPRESS) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="show TensorFlow's own start-up and log lines (hidden by default)",
+    )
 
 
 def _add_evaluate(commands) -> None:
@@ -367,53 +545,6 @@ def _backbones(args) -> int:
             f"min={b.min_size}\n{'':16} blocks: {' '.join(b.block_names)}"
         )
     return 0
-
-
-def _add_augment_arguments(group, default: str = "none") -> None:
-    from tlkeras.augment import FLIP_MODES, PRESETS
-
-    group.add_argument(
-        "--augment",
-        default=default,
-        choices=tuple(PRESETS),
-        help="random flips, rotations, zooms, shifts and contrast on training images only "
-        "(default: %(default)s)",
-    )
-    group.add_argument("--flip", choices=FLIP_MODES, help="override the preset's flip")
-    for name, what in (
-        ("rotation", "fraction of a full turn, e.g. 0.05 = 18 degrees"),
-        ("zoom", "fraction of the size, below 1"),
-        ("translation", "fraction of the height and width"),
-        ("contrast", "contrast factor"),
-    ):
-        group.add_argument(
-            f"--{name}", type=float, metavar="F", help=f"override the preset's {name}: {what}"
-        )
-
-
-def _add_data_check_arguments(p) -> None:
-    group = p.add_argument_group("data checks, augmentation and class balance")
-    group.add_argument(
-        "--strict",
-        action="store_true",
-        help="fail when a file cannot be read (default: skip it and list it)",
-    )
-    _add_augment_arguments(group)
-    group.add_argument(
-        "--class-weight",
-        default="none",
-        choices=("none", "balanced"),
-        help="balanced: weigh the loss by inverse class size (default: %(default)s)",
-    )
-
-
-def _augment_options(args) -> dict:
-    names = ("augment", "flip", "rotation", "zoom", "translation", "contrast")
-    return {name: getattr(args, name) for name in names}
-
-
-def _data_check_options(args) -> dict:
-    return {"strict": args.strict, "class_weight": args.class_weight, **_augment_options(args)}
 
 
 def _add_scan(commands) -> None:
@@ -509,9 +640,6 @@ def _preview(args) -> int:
     return 0
 
 
-# -- seeing what the model learned: explain, lr-find, compare, plot-history --------------------
-
-
 def _add_explain(commands) -> None:
     p = commands.add_parser(
         "explain",
@@ -552,8 +680,6 @@ def _explain(args) -> int:
 
 
 def _add_export(commands) -> None:
-    from tlkeras.export import FORMATS
-
     p = commands.add_parser(
         "export",
         help="export a trained run for a server or a phone, with its labels",
@@ -563,7 +689,7 @@ def _add_export(commands) -> None:
         "beside it.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (or .keras file) from train")
-    p.add_argument("--format", default="savedmodel", choices=tuple(FORMATS))
+    p.add_argument("--format", default="savedmodel", choices=cfg.EXPORT_FORMATS)
     p.add_argument(
         "--out",
         metavar="PATH",
@@ -623,141 +749,6 @@ def _export(args) -> int:
     return 0
 
 
-def _add_model_and_data_arguments(p, *, epochs: int) -> None:
-    """The model and data flags lr-find and compare share with train (same defaults)."""
-    model = p.add_argument_group("model")
-    model.add_argument(
-        "--weights", default="imagenet", metavar="imagenet|none|PATH", help="(default: imagenet)"
-    )
-    model.add_argument(
-        "--image-size", type=int, help="square input size in pixels (default: the backbone's)"
-    )
-    model.add_argument("--dense-units", type=int, default=1024, help="(default: %(default)s)")
-    model.add_argument("--dropout", type=float, default=0.2, help="(default: %(default)s)")
-    data = p.add_argument_group("data")
-    data.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
-    data.add_argument("--validation-split", type=float, default=0.2, help="(default: 0.2)")
-    data.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    training = p.add_argument_group("training")
-    training.add_argument(
-        "--epochs", type=int, default=epochs, help="stage 1 epochs (default: %(default)s)"
-    )
-    training.add_argument(
-        "--lr", type=float, default=1e-3, help="stage 1 learning rate (default: %(default)s)"
-    )
-    training.add_argument(
-        "--unfreeze", type=int, default=1, help="blocks unfrozen in stage 2 (default: 1)"
-    )
-
-
-def _config(args, **overrides):
-    from tlkeras.train import TrainConfig
-
-    fields = dict(
-        data_dir=args.data_dir,
-        out=args.out,
-        weights=args.weights,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        unfreeze=args.unfreeze,
-        learning_rate=args.lr,
-        validation_split=args.validation_split,
-        dense_units=args.dense_units,
-        dropout=args.dropout,
-        seed=args.seed,
-    )
-    return TrainConfig(**{**fields, **overrides})
-
-
-def _add_lr_find(commands) -> None:
-    from tlkeras.backbones import BACKBONES
-    from tlkeras.lr_find import RULES
-
-    p = commands.add_parser(
-        "lr-find",
-        help="sweep the learning rate and suggest one",
-        description="Grow the learning rate exponentially over a few batches, plot the loss "
-        "against it (DIR/lr_find.png) and suggest a rate. Stage 1 sweeps the head; stage 2 "
-        "the unfrozen top blocks of a model whose head is trained (from --run, or trained "
-        "here for --epochs first). The model's weights are restored afterwards.",
-    )
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder of class folders")
-    p.add_argument("--out", default="runs/lr_find", metavar="DIR", help="(default: %(default)s)")
-    p.add_argument(
-        "--backbone", default="vgg16", choices=sorted(BACKBONES), help="(default: %(default)s)"
-    )
-    sweep = p.add_argument_group("sweep")
-    sweep.add_argument("--stage", type=int, choices=(1, 2), default=1, help="(default: 1)")
-    sweep.add_argument(
-        "--run", metavar="RUN_DIR", help="start from this trained run (its backbone and size)"
-    )
-    sweep.add_argument("--min-lr", type=float, default=1e-7, help="(default: %(default)s)")
-    sweep.add_argument("--max-lr", type=float, default=10.0, help="(default: %(default)s)")
-    sweep.add_argument("--num-steps", type=int, default=100, help="batches (default: 100)")
-    sweep.add_argument("--rule", choices=RULES, default="valley", help="(default: valley)")
-    _add_model_and_data_arguments(p, epochs=3)
-    p.set_defaults(handler=_lr_find)
-
-
-def _lr_find(args) -> int:
-    from tlkeras.lr_find import lr_find_from_config
-
-    result = lr_find_from_config(
-        _config(args, backbone=args.backbone),
-        stage=args.stage,
-        run_dir=args.run,
-        min_lr=args.min_lr,
-        max_lr=args.max_lr,
-        num_steps=args.num_steps,
-        rule=args.rule,
-    )
-    print(result.summary())
-    print(f"Saved the plot to {os.path.join(args.out, 'lr_find.png')}")
-    return 0
-
-
-def _add_compare(commands) -> None:
-    p = commands.add_parser(
-        "compare",
-        help="train several backbones on the same split and compare them",
-        description="Train each backbone with the same data, split, seed and settings, then "
-        "write a table (comparison.csv, .json) of validation accuracy, training time, "
-        "images/s, parameters and model size, and a bar chart (comparison.png).",
-    )
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder of class folders")
-    p.add_argument(
-        "--backbones",
-        required=True,
-        metavar="NAMES",
-        help="comma-separated, e.g. vgg16,resnet50,inceptionv3",
-    )
-    p.add_argument("--out", default="runs/compare", metavar="DIR", help="(default: %(default)s)")
-    _add_model_and_data_arguments(p, epochs=10)
-    stage2 = p.add_argument_group("stage 2")
-    stage2.add_argument("--fine-tune-epochs", type=int, default=0, help="(default: 0)")
-    stage2.add_argument("--fine-tune-lr", type=float, default=1e-5, help="(default: 1e-05)")
-    stage2.add_argument(
-        "--patience", type=int, default=5, help="early-stopping patience, 0 for off (default: 5)"
-    )
-    p.set_defaults(handler=_compare)
-
-
-def _compare(args) -> int:
-    from tlkeras.compare import compare_backbones, format_comparison
-
-    config = _config(
-        args,
-        fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_learning_rate=args.fine_tune_lr,
-        patience=args.patience,
-    )
-    rows = compare_backbones(config, args.backbones)
-    print(format_comparison(rows))
-    print(f"Saved the table and chart to {args.out}/comparison.csv, .json, .png")
-    return 0
-
-
 def _add_plot_history(commands) -> None:
     p = commands.add_parser(
         "plot-history",
@@ -776,103 +767,6 @@ def _plot_history(args) -> int:
     path = args.out or os.path.join(args.run_dir, HISTORY_PLOT_FILE)
     plot_history(args.run_dir, path=path)
     print(f"Saved the training curves to {path}")
-    return 0
-
-
-def _add_weights_dir(group, *names) -> None:
-    group.add_argument(
-        *names,
-        "--weights-dir",
-        metavar="DIR",
-        dest="weights_dir",
-        help="a provisioned folder of ImageNet weights files, e.g. a read-only copy shared by "
-        "a lab (default: $TLKERAS_WEIGHTS_DIR, else Keras' cache ~/.keras/models)",
-    )
-
-
-def _add_pretrain(commands) -> None:
-    from tlkeras.backbones import BACKBONES
-
-    p = commands.add_parser(
-        "pretrain",
-        help="pretrain a whole backbone on your own source images",
-        description="Train the whole backbone (from scratch, or from --weights) on a large "
-        "labelled SOURCE_DIR of your own, and save its weights with a manifest. Transfer from "
-        "it later with: train DATA_DIR --weights PRETRAIN_DIR.",
-    )
-    p.add_argument("data_dir", metavar="SOURCE_DIR", help="folder of class folders")
-    p.add_argument(
-        "--out",
-        default="runs/pretrained",
-        metavar="PRETRAIN_DIR",
-        help="folder to write (default: %(default)s)",
-    )
-    model = p.add_argument_group("model")
-    model.add_argument(
-        "--backbone", default="vgg16", choices=sorted(BACKBONES), help="(default: %(default)s)"
-    )
-    model.add_argument(
-        "--weights",
-        default="none",
-        metavar="none|imagenet|PRETRAIN_DIR|PATH",
-        help="where the backbone starts (default: %(default)s, random initialisation)",
-    )
-    _add_weights_dir(model)
-    model.add_argument(
-        "--image-size", type=int, help="square input size in pixels (default: the backbone's)"
-    )
-    model.add_argument("--dropout", type=float, default=0.2, help="(default: %(default)s)")
-    data = p.add_argument_group("data")
-    data.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
-    data.add_argument(
-        "--validation-split",
-        type=float,
-        default=0.2,
-        help="fraction held out when there is no val/ folder (default: %(default)s)",
-    )
-    data.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    fit = p.add_argument_group("training")
-    fit.add_argument("--epochs", type=int, default=30, help="(default: %(default)s)")
-    fit.add_argument(
-        "--lr",
-        type=float,
-        default=1e-3,
-        help="learning rate; about 1e-4 when starting from weights (default: %(default)s)",
-    )
-    fit.add_argument(
-        "--patience",
-        type=int,
-        default=5,
-        help="early-stopping patience, 0 for off (default: %(default)s)",
-    )
-    p.set_defaults(handler=_pretrain)
-
-
-def _pretrain(args) -> int:
-    from tlkeras.pretrain import PretrainConfig, pretrain
-
-    config = PretrainConfig(
-        data_dir=args.data_dir,
-        out=args.out,
-        backbone=args.backbone,
-        weights=args.weights,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        learning_rate=args.lr,
-        validation_split=args.validation_split,
-        dropout=args.dropout,
-        patience=args.patience,
-        seed=args.seed,
-        weights_dir=args.weights_dir,
-    )
-    run = pretrain(config)
-    best = max(run.history.get("val_accuracy") or [float("nan")])
-    print(
-        f"Saved the pretrained {run.config['backbone']} to {run.path} (best val_accuracy "
-        f"{best:.3f}). Transfer from it with: python -m tlkeras train DATA_DIR --weights "
-        f"{run.path}"
-    )
     return 0
 
 
@@ -941,8 +835,51 @@ def _megabytes(size) -> str:
     return "-" if size is None else f"{size / 1e6:.1f} MB"
 
 
+def _add_augment_arguments(group, default: str = "none") -> None:
+    group.add_argument(
+        "--augment",
+        default=default,
+        choices=cfg.AUGMENT_PRESETS,
+        help="random flips, rotations, zooms, shifts and contrast on training images only "
+        "(default: %(default)s)",
+    )
+    group.add_argument("--flip", choices=cfg.FLIP_MODES, help="override the preset's flip")
+    for name, what in (
+        ("rotation", "fraction of a full turn, e.g. 0.05 = 18 degrees"),
+        ("zoom", "fraction of the size, below 1"),
+        ("translation", "fraction of the height and width"),
+        ("contrast", "contrast factor"),
+    ):
+        group.add_argument(
+            f"--{name}", type=float, metavar="F", help=f"override the preset's {name}: {what}"
+        )
+
+
+def _augment_options(args) -> dict:
+    names = ("augment", "flip", "rotation", "zoom", "translation", "contrast")
+    return {name: getattr(args, name) for name in names}
+
+
+def _add_weights_dir(group, *names) -> None:
+    group.add_argument(
+        *names,
+        "--weights-dir",
+        metavar="DIR",
+        dest="weights_dir",
+        help="a provisioned folder of ImageNet weights files, e.g. a read-only copy shared by "
+        "a lab (default: $TLKERAS_WEIGHTS_DIR, else Keras' cache ~/.keras/models)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The `tlkeras` argument parser with one subcommand per task."""
+    """The `tlkeras` argument parser with one subcommand per task (imports no TensorFlow).
+
+    Example:
+        >>> build_parser().parse_args(["backbones"]).handler.__name__
+        '_backbones'
+    """
+    from tlkeras import __version__
+
     parser = _Parser(
         prog="tlkeras",
         description="Transfer learning on images with Keras: a frozen ImageNet backbone, a new "
@@ -950,6 +887,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_verbose(parser, default=False)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     commands._parser_class = _Parser
     for add in (
@@ -968,30 +907,36 @@ def build_parser() -> argparse.ArgumentParser:
         _add_weights,
     ):
         add(commands)
+    for command in commands.choices.values():
+        if "--verbose" not in command._option_string_actions:
+            _add_verbose(command)
     return parser
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
 def main(argv=None) -> int:
-    """Runs the command line and returns its exit status (0 ok, 1 failure, 2 usage error)."""
-    args = build_parser().parse_args(argv)
-    from tlkeras.model import WeightsUnavailableError
+    """Runs the command line and returns its exit status (see `tlkeras.errors`).
 
+    Example:
+        >>> main(["backbones"])  # doctest: +SKIP
+        0
+    """
+    args = build_parser().parse_args(argv)
+    debug = debug_enabled()
     try:
-        return args.handler(args)
-    except (ValueError, TypeError) as error:
-        if os.environ.get("TLKERAS_DEBUG"):
-            raise
-        print(f"tlkeras: error: {_one_line(error)}", file=sys.stderr)
-        return 2
+        with quiet(enabled=not (args.verbose or debug)):
+            status = args.handler(args)
+            sys.stdout.flush()  # A closed pipe shows here, not at exit.
+        return status
+    except BrokenPipeError:  # `tlkeras predict ... | head`: the reader has what it wanted.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE_STATUS
     except KeyboardInterrupt as error:  # tlkeras.guards.TrainingInterrupted says how to resume.
-        print(f"tlkeras: interrupted. {_one_line(error)}".rstrip(". ") + ".", file=sys.stderr)
+        print(f"tlkeras: interrupted. {one_line(error)}".rstrip(". ") + ".", file=sys.stderr)
         return getattr(error, "exit_status", 130)
-    except (WeightsUnavailableError, OSError, RuntimeError) as error:
-        if os.environ.get("TLKERAS_DEBUG"):
-            raise
-        print(f"tlkeras: error: {_one_line(error)}", file=sys.stderr)
-        return 1
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        print(describe(error), file=sys.stderr)
+        return exit_status(error)

@@ -1,7 +1,9 @@
-"""The settings of a training run, `TrainConfig`, in a module that imports no TensorFlow.
+"""The settings of a run, `TrainConfig` and `PretrainConfig`, in a module without TensorFlow.
 
-The command line builds its training flags from these fields and their docs, so it can
-answer `--help` without loading TensorFlow or Keras.
+The command line builds its training flags from these fields and their docs (`field_docs`),
+so a new field appears in `train`, `compare`, `lr-find` (and `pretrain`) at once, and
+`--help` needs no TensorFlow or Keras. The names the flags accept (`BACKBONE_NAMES`, ...)
+live here too; tests check that they match the library's registries.
 
 Example:
     >>> config = TrainConfig("data_samples/digits", out="runs/digits", weights="none")
@@ -12,9 +14,33 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
 
 #: Where the frozen part's output is kept: "off" runs the whole model every epoch.
 CACHE_MODES = ("auto", "memory", "disk", "off")
+#: The names `tlkeras.backbones.BACKBONES` registers, in its order.
+BACKBONE_NAMES = (
+    "vgg16",
+    "resnet50",
+    "inceptionv3",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "xception",
+    "densenet121",
+    "convnext_tiny",
+)
+#: `tlkeras.precision.PRECISIONS`.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+#: `tlkeras.distribute.STRATEGIES` and `LEARNING_RATE_SCALINGS`.
+STRATEGIES = ("auto", "none", "mirrored", "multiworker")
+LEARNING_RATE_SCALINGS = ("sqrt", "linear", "none")
+#: The presets of `tlkeras.augment.PRESETS` and its `FLIP_MODES`.
+AUGMENT_PRESETS = ("none", "light", "strong")
+FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+CLASS_WEIGHTS = ("none", "balanced")
+#: `tlkeras.lr_find.RULES` and the keys of `tlkeras.export.FORMATS`.
+LR_FIND_RULES = ("valley", "steepest", "minimum")
+EXPORT_FORMATS = ("savedmodel", "tflite", "tflite-dynamic", "tflite-int8", "keras")
 
 
 @dataclasses.dataclass
@@ -160,3 +186,84 @@ class Stage:
     cache: str = "auto"
     augment: object = None
     augment_passes: int = 0
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Everything that defines a pretraining run; saved as `config.json` in its folder.
+
+    Attributes:
+        data_dir: The source data: a folder of class folders, or of `train/`, `val/` folders.
+        out: The folder to write (see the module docstring).
+        backbone: Registry name, e.g. `"resnet50"`.
+        weights: Where the backbone starts: `"none"` (random), `"imagenet"`, a folder from
+            an earlier `pretrain`, or a weights file.
+        image_size: Square side in pixels; `None` means the backbone's default (or that of a
+            pretrained `weights` folder).
+        batch_size: Images per batch.
+        epochs: Epochs over the source data.
+        learning_rate: Adam's learning rate; use about 1e-4 when starting from weights.
+        validation_split: Held-out fraction when there is no `val/` folder.
+        dropout: Dropout rate before the classification layer.
+        patience: Stop after this many epochs without a better `val_loss` and keep the best
+            weights; 0 trains every epoch (and still keeps the best).
+        seed: Seed for the split, shuffling and initialisation.
+        weights_dir: A provisioned folder of ImageNet weights (see `tlkeras.weights`).
+        overwrite: Delete the pretrain folder in `out` (only the files tlkeras writes) and
+            start again.
+    """
+
+    data_dir: str
+    out: str = "runs/pretrained"
+    backbone: str = "vgg16"
+    weights: str | None = "none"
+    image_size: int | None = None
+    batch_size: int = 32
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    validation_split: float = 0.2
+    dropout: float = 0.2
+    patience: int = 5
+    seed: int = 0
+    weights_dir: str | None = None
+    overwrite: bool = False
+
+
+def field_docs(config_class) -> dict[str, str]:
+    """The `Attributes:` section of a config dataclass's docstring, one line per field.
+
+    A line naming several fields (`flip, rotation: Override ...`) documents each of them.
+
+    Args:
+        config_class: A dataclass with a Google-style `Attributes:` section, e.g. `TrainConfig`.
+
+    Returns:
+        `{field name: its doc on one line}`, for the fields the docstring documents.
+
+    Example:
+        >>> field_docs(TrainConfig)["batch_size"]
+        'Images per batch.'
+    """
+    lines = (config_class.__doc__ or "").expandtabs().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Attributes:"), None)
+    if start is None:
+        return {}
+    docs: dict[str, list[str]] = {}
+    names: list[str] = []
+    indent = None
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            continue
+        width = len(line) - len(line.lstrip())
+        indent = width if indent is None else indent
+        if width < indent:
+            break  # The section is over.
+        entry = re.match(r"([\w, ]+):\s*(.*)", line.strip()) if width == indent else None
+        if entry:
+            names = [name.strip() for name in entry.group(1).split(",")]
+            for name in names:
+                docs[name] = [entry.group(2)]
+        else:
+            for name in names:
+                docs[name].append(line.strip())
+    return {name: " ".join(parts) for name, parts in docs.items()}

@@ -55,12 +55,13 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageHeader",
     "ImageReadError",
+    "codec_hint",
     "has_image_extension",
     "load_image",
     "load_images",
@@ -84,7 +85,31 @@ JPEG, PNG, BMP, GIF, WebP and TIFF are all decoded by Pillow (WebP needs a Pillo
 libwebp, which the official wheels include). TIFF is included because Pillow reads the common
 TIFF flavours (8/16-bit, RGB, grayscale, palette, CMYK, float); exotic ones (e.g. some
 multi-sample scientific TIFFs) may still fail with :class:`ImageReadError`.
+
+AVIF (`.avif`) is added when Pillow reads it (11.3 and later, built with libavif as the
+official wheels are); HEIC/HEIF (`.heic`, `.heif`: iPhone photos) when the optional
+`pillow-heif` plugin is installed (`pip install "tlkeras[heif]"`), which is then registered
+with Pillow. Without the reader, a folder scan lists such files as unsupported, and reading
+one fails with an :class:`ImageReadError` that names what to install (`codec_hint`).
 """
+
+#: What to install to read these formats, when the installed Pillow cannot.
+CODEC_HINTS = {
+    ".avif": (
+        "AVIF needs Pillow 11.3 or later built with libavif (the official wheels are): "
+        'run `pip install -U "pillow>=11.3"`, or `pip install "tlkeras[heif]"`.'
+    ),
+    ".heic": 'HEIC/HEIF needs the pillow-heif plugin: run `pip install "tlkeras[heif]"`.',
+    ".heif": 'HEIC/HEIF needs the pillow-heif plugin: run `pip install "tlkeras[heif]"`.',
+}
+
+with contextlib.suppress(ImportError):  # The optional HEIC/HEIF reader, when installed.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    IMAGE_EXTENSIONS += (".heic", ".heif")
+if features.check_module("avif"):
+    IMAGE_EXTENSIONS += (".avif",)
 
 _EXIF_ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # orientations that swap width/height
@@ -157,6 +182,28 @@ class ImageHeader(NamedTuple):
     mode: str
     height: int
     width: int
+
+
+def codec_hint(path: str | os.PathLike[str]) -> str | None:
+    """What to install to read this file's format, or None when Pillow can read it.
+
+    Args:
+        path: File path as a `str` or `os.PathLike`.
+
+    Returns:
+        For an `.avif`, `.heic` or `.heif` file that the installed Pillow (and plugins)
+        cannot open, a sentence naming the package to install; otherwise None.
+
+    Example:
+
+    >>> codec_hint("IMG_0001.HEIC")  # without pillow-heif  # doctest: +SKIP
+    'HEIC/HEIF needs the pillow-heif plugin: run `pip install "tlkeras[heif]"`.'
+    """
+    extension = os.path.splitext(_check_path(path))[1].lower()
+    if extension not in CODEC_HINTS:
+        return None
+    Image.init()
+    return None if extension in Image.registered_extensions() else CODEC_HINTS[extension]
 
 
 def has_image_extension(path: str | os.PathLike[str]) -> bool:
@@ -445,6 +492,13 @@ def _reading(path: str) -> Iterator[None]:
             f"the image is too large to decode safely ({str(error).rstrip('.')})",
             hint=_BOMB_HINT,
         ) from error
+    except UnidentifiedImageError as error:
+        hint = codec_hint(path)
+        if hint is None:
+            raise ImageReadError(path, _describe(error)) from error
+        extension = os.path.splitext(path)[1].lower().lstrip(".")
+        reason = f"no reader for {extension} files is installed"
+        raise ImageReadError(path, reason, hint) from error
     except _DECODE_ERRORS as error:
         raise ImageReadError(path, _describe(error)) from error
 

@@ -46,6 +46,7 @@ import tensorflow as tf
 
 from tlkeras import runs
 from tlkeras.backbones import get_backbone
+from tlkeras.config import PretrainConfig  # noqa: F401  (it lives there: no TensorFlow)
 from tlkeras.data import load_data
 from tlkeras.layers import Preprocess
 from tlkeras.model import (
@@ -72,47 +73,6 @@ from tlkeras.weights import (
 #: thousand images, they still remember the random start when training ends, and the model
 #: is far worse in inference mode than in training. 0.9 follows the last few dozen steps.
 BATCHNORM_MOMENTUM = 0.9
-
-
-@dataclasses.dataclass
-class PretrainConfig:
-    """Everything that defines a pretraining run; saved as `config.json` in its folder.
-
-    Attributes:
-        data_dir: The source data: a folder of class folders, or of `train/`, `val/` folders.
-        out: The folder to write (see the module docstring).
-        backbone: Registry name, e.g. `"resnet50"`.
-        weights: Where the backbone starts: `"none"` (random), `"imagenet"`, a folder from
-            an earlier `pretrain`, or a weights file.
-        image_size: Square side in pixels; `None` means the backbone's default (or that of a
-            pretrained `weights` folder).
-        batch_size: Images per batch.
-        epochs: Epochs over the source data.
-        learning_rate: Adam's learning rate; use about 1e-4 when starting from weights.
-        validation_split: Held-out fraction when there is no `val/` folder.
-        dropout: Dropout rate before the classification layer.
-        patience: Stop after this many epochs without a better `val_loss` and keep the best
-            weights; 0 trains every epoch (and still keeps the best).
-        seed: Seed for the split, shuffling and initialisation.
-        weights_dir: A provisioned folder of ImageNet weights (see `tlkeras.weights`).
-        overwrite: Delete the pretrain folder in `out` (only the files tlkeras writes) and
-            start again.
-    """
-
-    data_dir: str
-    out: str = "runs/pretrained"
-    backbone: str = "vgg16"
-    weights: str | None = "none"
-    image_size: int | None = None
-    batch_size: int = 32
-    epochs: int = 30
-    learning_rate: float = 1e-3
-    validation_split: float = 0.2
-    dropout: float = 0.2
-    patience: int = 5
-    seed: int = 0
-    weights_dir: str | None = None
-    overwrite: bool = False
 
 
 #: The files `pretrain` writes besides the run files (`tlkeras.runs.RUN_FILES`).
