@@ -126,3 +126,52 @@ def test_a_random_frozen_backbone_with_stage_one_only_is_warned_about():
         warnings.simplefilter("error")
         warn_if_meaningless(tl.TrainConfig("data", weights="none", fine_tune_epochs=2))
         warn_if_meaningless(tl.TrainConfig("data", weights="imagenet"))
+
+
+def test_tensorboard_reads_both_stages_back(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, _ = trained_run
+    curves = {}
+    for stage in ("stage1", "stage2"):
+        for side in ("train", "validation"):
+            events = EventAccumulator(os.path.join(run.path, "logs", stage, side)).Reload()
+            tags = events.Tags()["tensors"] + events.Tags()["scalars"]
+            assert "epoch_loss" in tags, (stage, side, tags)
+            curves[stage, side] = [event.step for event in events.Tensors("epoch_loss")]
+    assert curves["stage1", "train"] == [0, 1] and curves["stage2", "train"] == [2]
+    assert curves["stage2", "validation"] == [2]
+
+
+def test_user_callbacks_run_in_both_stages_on_the_whole_model(tmp_path):
+    from conftest import write_class_folders
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs, self.input_shapes = [], set()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(epoch)
+            self.input_shapes.add(self.model.input_shape)
+
+    data_dir = write_class_folders(tmp_path / "data", {"cat": 6, "dog": 6})
+    first, second = Record(), Record()
+    config = tl.TrainConfig(
+        data_dir,
+        out=str(tmp_path / "run"),
+        weights="none",
+        image_size=32,
+        batch_size=4,
+        epochs=2,
+        fine_tune_epochs=1,
+        dense_units=8,
+        patience=0,
+        callbacks=[first],
+    )
+    tl.train(config, callbacks=[second])
+    for record in (first, second):
+        assert record.epochs == [0, 1, 2]
+        assert record.input_shapes == {(None, 32, 32, 3)}, "the end-to-end model, not its top"
+    with open(os.path.join(tmp_path, "run", "config.json")) as f:
+        assert "callbacks" not in json.load(f)
