@@ -112,8 +112,9 @@ def test_compare_lr_find_and_pretrain_share_the_training_flags():
 
 def test_every_train_config_field_is_a_train_flag():
     args = build_parser().parse_args(["train", "data"])
+    python_only = {"callbacks"}  # Keras callback objects: no flag can carry them.
     for field in cfg.TrainConfig.__dataclass_fields__:
-        assert hasattr(args, field), field
+        assert field in python_only or hasattr(args, field), field
     assert args.learning_rate == cfg.TrainConfig("d").learning_rate
 
 

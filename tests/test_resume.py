@@ -136,7 +136,8 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(
     err = capsys.readouterr().err
     assert f"The checkpoint of epoch 1 is kept in {out}" in err
     assert f"run the same command with --resume {out}" in err
-    assert err.splitlines()[-1].startswith("tlkeras: interrupted. Training was interrupted at")
+    # Where in epoch 2 the signal lands (a batch, validation) depends on timing.
+    assert err.splitlines()[-1].startswith("tlkeras: interrupted. Training was interrupted ")
     assert assert_nothing_truncated(out).epoch == 1
 
     # 2. Resume in a new process and SIGKILL it at a random moment of stage 2.

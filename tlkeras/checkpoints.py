@@ -197,6 +197,10 @@ def start_run(run_dir, settings: dict, *, resume: bool = False, overwrite: bool 
         >>> state.epoch   # the epochs already done
         4
     """
+    if resume and not _has_checkpoint(run_dir):
+        # Killed before its first checkpoint (while loading, say): nothing to lose.
+        print(f"Nothing of the run in {os.fspath(run_dir)} was saved yet; starting it afresh.")
+        resume = False
     runs.check_run_folder(run_dir, resume=resume, overwrite=overwrite)
     if not resume:
         return TrainingState(settings=settings)
@@ -211,6 +215,15 @@ def start_run(run_dir, settings: dict, *, resume: bool = False, overwrite: bool 
         where = f"after epoch {state.epoch} ({stage})"
         print(f"Resuming the run in {os.fspath(run_dir)} {where}{note}.")
     return dataclasses.replace(state, settings=settings)
+
+
+def _has_checkpoint(run_dir) -> bool:
+    """False for a run folder that a kill left before it held anything: absent, or only
+    temporary files. Anything else goes to `check_run_folder` and `load_state` as it is."""
+    path = os.fspath(run_dir)
+    if not os.path.isdir(path):
+        return False
+    return any(not name.startswith(runs.TEMPORARY_PREFIX) for name in os.listdir(path))
 
 
 def begin_run(run_dir, state: TrainingState, *, splits: dict, data_dir, overwrite=False) -> None:
@@ -572,6 +585,7 @@ class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
             runs.save_model(
                 self.filepath, self.model, class_names=self.class_names, metadata=self.metadata
             )
+            kill_point("best_saved")
 
 
 def stage_callbacks(

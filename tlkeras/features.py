@@ -54,6 +54,7 @@ from tlkeras.backbones import check_num_blocks, layer_blocks
 from tlkeras.config import Stage
 from tlkeras.data import Data, epoch_batches
 from tlkeras.distribute import shard_by_data
+from tlkeras.guards import kill_point
 from tlkeras.memory import available_memory
 from tlkeras.model import backbone_of, get_base, strategy_scope
 from tlkeras.precision import precision_scope
@@ -415,6 +416,7 @@ def cached_datasets(model: keras.Model, data: Data, stage: Stage):
         if "val" in data.arrays:
             val = stack.enter_context(cache_features(bottom, data, "val", storage=storage))
             validation = shard_by_data(val.dataset(batch_size=data.batch_size))
+        kill_point("features_cached")
         train_data, steps = train.epoch_dataset(
             batch_size=data.batch_size,
             seed=data.seed,

@@ -184,6 +184,8 @@ class StopOnInterrupt(keras.callbacks.Callback):
 
 #: The environment variable of the test hook `kill_point`.
 KILL_AT = "TLKERAS_KILL_AT"
+#: With this set to a file, `kill_point` appends each point reached to it (a phase trace).
+PHASE_LOG = "TLKERAS_PHASE_LOG"
 _reached: collections.Counter = collections.Counter()
 
 
@@ -192,11 +194,20 @@ def kill_point(name: str) -> None:
 
     `TLKERAS_KILL_AT=NAME` kills the first time the point is reached, `NAME:N` the N-th
     time. Tests use it to kill a run at an exact moment (between two writes, say) instead
-    of sleeping and hoping. Unset, it does nothing.
+    of sleeping and hoping. `TLKERAS_PHASE_LOG=FILE` appends every point reached to FILE,
+    so a benchmark can tell in which phase its kill landed. Unset, it does nothing.
+
+    The points of `tlkeras.train`: `loading`, `loaded` (the data folder scanned and decoded),
+    `stage1_begin`, `features_cached`, `fit_begin`, `best_saved`, `checkpoint_saved`,
+    `stage1_end`, the same for stage 2, `saving`, `run_file_saved` and `finished`.
 
     Example:
         TLKERAS_KILL_AT=checkpoint_saved:2 python -m tlkeras train ...   # after epoch 2
     """
+    log = os.environ.get(PHASE_LOG)
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(name + "\n")
     wanted = os.environ.get(KILL_AT)
     if not wanted:
         return

@@ -37,7 +37,12 @@ from tlkeras.backbones import check_num_blocks, get_backbone
 from tlkeras.config import CACHE_MODES, Stage, TrainConfig
 from tlkeras.data import Data, check_class_weight, epoch_dataset, load_data
 from tlkeras.features import cached_datasets, end_to_end_model
-from tlkeras.guards import StopOnInterrupt, TrainingDivergedError, TrainingInterrupted
+from tlkeras.guards import (
+    StopOnInterrupt,
+    TrainingDivergedError,
+    TrainingInterrupted,
+    kill_point,
+)
 from tlkeras.memory import forget_traced_gradients
 from tlkeras.model import (
     build_model,
@@ -67,6 +72,7 @@ def fit(model, train_data, validation_data=None, *, epochs, initial_epoch=0, **f
     Example:
         >>> fit(model, train_ds, val_ds, epochs=3, callbacks=[StopOnNaN()])
     """
+    kill_point("fit_begin")
     history = model.fit(
         train_data,
         validation_data=validation_data,
@@ -350,7 +356,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             f"the whole backbone every epoch. Received: cache={config.cache!r}"
         )
     check_class_weight(config.class_weight)
-    warn_if_meaningless(config)
     return config
 
 
@@ -402,6 +407,7 @@ def _load_and_build(config: TrainConfig, strategy) -> tuple[Data, keras.Model]:
         _enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     image_size = resolve_image_size(config.image_size, config.backbone)
+    kill_point("loading")
     data = load_data(
         config.data_dir,
         image_size=image_size,
@@ -410,6 +416,7 @@ def _load_and_build(config: TrainConfig, strategy) -> tuple[Data, keras.Model]:
         seed=config.seed,
         strict=config.strict,
     )
+    kill_point("loaded")
     with strategy.scope(), precision_scope(config.precision):
         model = build_model(
             config.backbone,
@@ -432,6 +439,7 @@ def _enable_op_determinism() -> None:
 
 def _begin(config: TrainConfig, state, data: Data, model: keras.Model) -> None:
     """Checks the disk, creates or checks the checkpoint, and loads the last one's weights."""
+    warn_if_meaningless(config)
     runs.check_free_space(config.out, num_params=model.count_params())
     checkpoints.begin_run(
         config.out,
@@ -515,6 +523,7 @@ def _stage_callbacks(config: TrainConfig, state, data: Data, *, stage: int) -> l
 
 def _save(config: TrainConfig, state, data: Data, model, strategy) -> runs.Run:
     """Writes the run folder and marks the checkpoint finished."""
+    kill_point("saving")
     resolved = {**settings_of(config), "image_size": list(data.image_size)}
     resolved.update(out=config.out, resume=config.resume, overwrite=config.overwrite)
     resolved["augmentation"] = dataclasses.asdict(_augmentation(config))  # preset + overrides
@@ -534,6 +543,7 @@ def _save(config: TrainConfig, state, data: Data, model, strategy) -> runs.Run:
     )
     plot_history(run.history, path=os.path.join(config.out, HISTORY_PLOT_FILE))
     checkpoints.finish_run(config.out, state)
+    kill_point("finished")
     return run
 
 
