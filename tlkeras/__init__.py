@@ -60,7 +60,8 @@ from tlkeras.model import (
 from tlkeras.precision import precision_scope
 from tlkeras.predict import predict
 from tlkeras.pretrain import PretrainConfig, pretrain
-from tlkeras.runs import Run, load_run, save_model
+from tlkeras.runs import Run, load_run
+from tlkeras.saving import save_model
 from tlkeras.scan import ScanReport, scan_dataset
 from tlkeras.train import Stage, TrainConfig, fine_tune, merge_histories, train, train_head
 from tlkeras.weights import download_weights, list_weights

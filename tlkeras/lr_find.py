@@ -34,8 +34,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tlkeras.files import atomic_write
 from tlkeras.model import freeze_backbone, unfreeze_top_blocks
-from tlkeras.runs import atomic_write
 
 #: The rules `lr_find` can suggest a learning rate with; see `suggest_learning_rate`.
 RULES = ("valley", "steepest", "minimum")

@@ -22,8 +22,9 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
+from tlkeras.files import atomic_write
 from tlkeras.images import load_images
-from tlkeras.runs import HISTORY_FILE, atomic_write
+from tlkeras.runs import HISTORY_FILE
 
 #: The training curves `tlkeras.train` writes into the run folder.
 HISTORY_PLOT_FILE = "history.png"

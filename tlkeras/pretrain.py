@@ -23,7 +23,7 @@ those statistics. The folder it writes:
 Like `train`, it first checks that `out` is new (or empty), writable and has the disk space,
 and refuses a folder that holds anything unless `overwrite=True`, which deletes only the
 files pretrain writes (those above) once training is about to start. Every file is written
-atomically (`tlkeras.runs.write_atomically`).
+atomically (`tlkeras.files.write_atomically`).
 
 Example:
     >>> run = pretrain(PretrainConfig("data_samples/digits", out="pretrained/digits",
@@ -44,7 +44,7 @@ import h5py
 import keras
 import tensorflow as tf
 
-from tlkeras import runs
+from tlkeras import files, runs
 from tlkeras.backbones import get_backbone
 from tlkeras.data import load_data
 from tlkeras.layers import Preprocess
@@ -137,7 +137,7 @@ def check_pretrain_folder(path, *, overwrite: bool = False) -> None:
     """
     path = os.fspath(path)
     holds_files = os.path.isdir(path) and any(
-        not name.startswith(runs.TEMPORARY_PREFIX) for name in os.listdir(path)
+        not name.startswith(files.TEMPORARY_PREFIX) for name in os.listdir(path)
     )
     if holds_files and not overwrite:
         raise ValueError(
@@ -157,7 +157,7 @@ def clear_pretrain_folder(path) -> None:
     Example:
         >>> clear_pretrain_folder("pretrained/xrays")
     """
-    runs.remove_temporary_files(path)
+    files.remove_temporary_files(path)
     for name in PRETRAIN_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(path, name))
@@ -402,9 +402,9 @@ def save_backbone_weights(base: keras.Model, folder, *, manifest: dict) -> str:
         with h5py.File(temporary, "a") as f:
             f.attrs[MANIFEST_ATTRIBUTE] = json.dumps(manifest)
 
-    runs.write_atomically(path, write, suffix=".weights.h5")
+    files.write_atomically(path, write, suffix=".weights.h5")
     manifest = {**manifest, "weights_file": PRETRAINED_WEIGHTS_FILE}
     manifest["sha256"] = file_hash(path, "sha256")
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
-    runs.atomic_write(os.path.join(folder, MANIFEST_FILE), text)
+    files.atomic_write(os.path.join(folder, MANIFEST_FILE), text)
     return path
