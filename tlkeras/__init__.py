@@ -39,7 +39,7 @@ weights for offline machines:
 __version__ = "0.1.0"
 
 from tlkeras import labs  # noqa: F401  (tl.labs.check_*: the teaching-lab checkers)
-from tlkeras.augment import Augmentation, get_augmentation, preview_augmentation
+from tlkeras.augment import Augmentation, get_augmentation
 from tlkeras.backbones import BACKBONES, get_backbone
 from tlkeras.data import load_data, sample_per_class
 from tlkeras.distribute import get_strategy
@@ -123,6 +123,7 @@ from tlkeras.plots import (  # noqa: E402
     plot_per_class,
     plot_predictions,
     plot_top_losses,
+    preview_augmentation,
 )
 from tlkeras.report import write_report  # noqa: E402
 
