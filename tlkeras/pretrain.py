@@ -38,7 +38,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 
 import h5py
 import keras
@@ -55,7 +54,7 @@ from tlkeras.model import (
     load_backbone,
     resolve_image_size,
 )
-from tlkeras.train import check_counts, merge_histories
+from tlkeras.train import check_counts, fit, merge_histories
 from tlkeras.weights import (
     MANIFEST_ATTRIBUTE,
     MANIFEST_FILE,
@@ -250,15 +249,7 @@ def fit_whole_model(model, train_data, validation_data=None, *, epochs, learning
                 restore_best_weights=True,
             )
         )
-    history = model.fit(
-        train_data,
-        validation_data=validation_data,
-        epochs=epochs,
-        callbacks=callbacks,
-        shuffle=False,  # The training dataset reshuffles itself every epoch.
-        verbose="auto" if sys.stdout.isatty() else 2,
-    )
-    return history.history
+    return fit(model, train_data, validation_data, epochs=epochs, callbacks=callbacks)
 
 
 def _check_config(config: PretrainConfig) -> None:
