@@ -74,7 +74,7 @@ def check_files(run_dir: str) -> dict:
                 with open(path) as f:
                     json.load(f)
             elif name.endswith(".keras"):
-                tl.runs.load_model(path)
+                tl.saving.load_model(path)
             elif name.endswith(".weights.h5"):
                 with h5py.File(path) as f:
                     f.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else 0)

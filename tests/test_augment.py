@@ -7,13 +7,8 @@ import pytest
 from conftest import write_class_folders
 from PIL import Image
 
-from tlkeras.augment import (
-    Augmentation,
-    build_augmentation,
-    get_augmentation,
-    preview_augmentation,
-    sample_paths,
-)
+from tlkeras.augment import Augmentation, build_augmentation, get_augmentation
+from tlkeras.plots import preview_augmentation, sample_paths
 
 
 def test_presets_and_overrides():

@@ -253,7 +253,7 @@ def test_mixed_bfloat16_computes_in_bfloat16_with_a_float32_output(data, tmp_pat
     assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     tl.save_model(tmp_path / "m.keras", model, class_names=["ant", "bee", "fly"])
-    loaded, _ = tl.runs.load_model(tmp_path / "m.keras")
+    loaded, _ = tl.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(loaded.predict(images, verbose=0), probabilities, atol=1e-6)
 
 

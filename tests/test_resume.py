@@ -192,7 +192,7 @@ def test_nan_loss_keeps_the_last_checkpoint_and_resumes_with_a_lower_rate(
 
 
 def test_a_full_disk_says_which_checkpoint_is_kept(data_dir, tmp_path, monkeypatch):
-    save_model, calls = tl.runs.save_model, []
+    save_model, calls = tl.saving.save_model, []
 
     def full_disk(*args, **kwargs):  # Epoch 1's best.keras is written; epoch 2's is not.
         calls.append(args)
@@ -200,7 +200,7 @@ def test_a_full_disk_says_which_checkpoint_is_kept(data_dir, tmp_path, monkeypat
             raise OSError(errno.ENOSPC, "No space left on device")
         save_model(*args, **kwargs)
 
-    monkeypatch.setattr(tl.runs, "save_model", full_disk)  # best.keras of epoch 2
+    monkeypatch.setattr(tl.saving, "save_model", full_disk)  # best.keras of epoch 2
     settings = {**SETTINGS, "epochs": 2, "fine_tune_epochs": 0}
     with pytest.raises(OSError, match="No space left on device") as error:
         tl.train(tl.TrainConfig(data_dir, out=str(tmp_path / "run"), **settings))
@@ -237,7 +237,7 @@ def test_killed_right_after_an_epoch_commits_still_has_that_epochs_best_model(da
 
     settings = {**SETTINGS, "epochs": 1, "fine_tune_epochs": 0}
     run = tl.train(tl.TrainConfig(data_dir, out=out, resume=True, **settings))
-    best, _ = tl.runs.load_model(os.path.join(out, "best.keras"))
+    best, _ = tl.saving.load_model(os.path.join(out, "best.keras"))
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(
         best.predict(images, verbose=0), run.model.predict(images, verbose=0)

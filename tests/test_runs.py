@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 
 import tlkeras as tl
-from tlkeras.runs import (
-    atomic_write,
-    check_free_space,
-    check_run_folder,
-    clear_run_folder,
-    write_atomically,
-)
+from tlkeras.files import atomic_write, write_atomically
+from tlkeras.runs import check_free_space, check_run_folder, clear_run_folder
 
 
 @pytest.fixture
@@ -62,7 +57,7 @@ def test_lambda_layer_model_is_refused(tmp_path):
     path = str(tmp_path / "lambda.keras")
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(ValueError, match="safe_mode"):
-        tl.runs.load_model(path)
+        tl.saving.load_model(path)
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
@@ -146,7 +141,7 @@ def test_lambda_layer_is_refused_with_the_reason(tmp_path):
     path = str(tmp_path / "lambda.keras")
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(ValueError, match=r"a Lambda layer, which stores Python .*'double'"):
-        tl.runs.load_model(path)
+        tl.saving.load_model(path)
 
 
 def test_duplicate_class_names_are_refused(saved_run):

@@ -46,7 +46,7 @@ import sys as _sys
 import types as _types
 
 _EXPORTS = {
-    "tlkeras.augment": ["Augmentation", "get_augmentation", "preview_augmentation"],
+    "tlkeras.augment": ["Augmentation", "get_augmentation"],
     "tlkeras.backbones": ["BACKBONES", "get_backbone"],
     "tlkeras.compare": ["compare_backbones"],
     "tlkeras.config": ["PretrainConfig", "Stage", "TrainConfig"],
@@ -76,13 +76,15 @@ _EXPORTS = {
         "plot_lr_find",
         "plot_per_class",
         "plot_predictions",
+        "preview_augmentation",
         "plot_top_losses",
     ],
     "tlkeras.precision": ["precision_scope"],
     "tlkeras.predict": ["predict"],
     "tlkeras.pretrain": ["pretrain"],
     "tlkeras.report": ["write_report"],
-    "tlkeras.runs": ["Run", "load_run", "save_model"],
+    "tlkeras.runs": ["Run", "load_run"],
+    "tlkeras.saving": ["save_model"],
     "tlkeras.scan": ["ScanReport", "scan_dataset"],
     "tlkeras.train": ["fine_tune", "fit_stage", "merge_histories", "train", "train_head"],
     "tlkeras.weights": ["download_weights", "list_weights"],

@@ -20,16 +20,13 @@ not even left-right (digits, letters, road signs): use `flip="none"` for those.
 Example:
     >>> aug = get_augmentation("light", flip="none")
     >>> train_ds = data.dataset("train", augment=aug)
-    >>> figure = preview_augmentation(["cat.jpg", "dog.jpg"], aug)  # an image grid
-    >>> figure.savefig("augmentation.png")
+
+`tlkeras.plots.preview_augmentation` draws a grid of augmented copies to check the settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-
-import numpy as np
 
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 _AMOUNTS = ("rotation", "zoom", "translation", "contrast")
@@ -180,88 +177,3 @@ def augmentation_layer(augment, *, seed: int | None = None):
     if isinstance(augment, keras.layers.Layer):
         return augment
     return build_augmentation(get_augmentation(augment), seed=seed)
-
-
-def preview_augmentation(
-    paths,
-    augment="light",
-    *,
-    image_size=128,
-    num_variants: int = 5,
-    seed: int = 0,
-):
-    """Draws each image next to `num_variants` random augmentations of it, as a grid.
-
-    The images are read and augmented exactly as in training (`tlkeras.images.load_image`,
-    then the layers of `build_augmentation`).
-
-    Args:
-        paths: Image files, one row of the grid each.
-        augment: A preset name, an `Augmentation` or a Keras layer. Defaults to "light".
-        image_size: An int or `(height, width)` the images are read at. Defaults to 128.
-        num_variants: Augmented copies per image. Defaults to 5.
-        seed: Seed of the random transformations. Defaults to 0.
-
-    Returns:
-        A `matplotlib.figure.Figure` (no pyplot state); save it with `figure.savefig(path)`.
-
-    Example:
-        >>> preview_augmentation(["cat.jpg"], "strong").savefig("preview.png")
-    """
-    from matplotlib.figure import Figure
-
-    from tlkeras.images import load_images
-
-    if not isinstance(num_variants, int) or num_variants < 1:
-        raise ValueError(
-            f"num_variants must be a positive int. Received: num_variants={num_variants!r}"
-        )
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
-        raise ValueError("preview_augmentation needs at least one image path. Received: paths=[]")
-    images = load_images(paths, image_size).astype("float32")
-    layer = augmentation_layer(augment, seed=seed)
-    columns = [images] + [
-        images if layer is None else np.asarray(layer(images, training=True))
-        for _ in range(num_variants)
-    ]
-    figure = Figure(figsize=(1.6 * (num_variants + 1), 1.6 * len(paths)), layout="constrained")
-    axes = figure.subplots(len(paths), num_variants + 1, squeeze=False)
-    for row, path in enumerate(paths):
-        for column, batch in enumerate(columns):
-            ax = axes[row][column]
-            ax.imshow(np.clip(batch[row], 0, 255).astype("uint8"))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title("original" if column == 0 else f"augmented {column}", fontsize=8)
-        axes[row][0].set_ylabel(os.path.basename(path)[:20], fontsize=7)
-    return figure
-
-
-def sample_paths(data_dir, *, num_images: int = 4, seed: int = 0) -> list[str]:
-    """Picks up to `num_images` readable training images, one class after another.
-
-    Example:
-        >>> sample_paths("data_samples/day_night/day", num_images=3)  # doctest: +SKIP
-        ['.../bus/day_bus_014.png', '.../car/day_car_051.png', '.../truck/day_truck_003.png']
-    """
-    from tlkeras.images import verify_image
-    from tlkeras.scan import find_split_folders, scan_class_folders
-
-    folder = find_split_folders(data_dir).get("train", os.fspath(data_dir))
-    files, class_names = scan_class_folders(folder)
-    rng = np.random.default_rng(seed)
-    queues = [
-        [str(p) for p in rng.permutation(np.asarray(files.paths)[files.labels == label])]
-        for label in range(len(class_names))
-    ]
-    picked = []
-    while len(picked) < num_images and any(queues):
-        for queue in queues:
-            while queue and len(picked) < num_images:
-                path = str(queue.pop())
-                if verify_image(path) is None:
-                    picked.append(path)
-                    break
-    return picked

@@ -12,7 +12,7 @@ A run folder's `checkpoint/` holds:
         epoch_0005.weights.h5   model and optimizer variables after epoch 5
         best_0003.npz           early stopping's best weights so far in this stage
 
-Every file is written atomically (`tlkeras.runs.write_atomically`) and `state.json` is the
+Every file is written atomically (`tlkeras.files.write_atomically`) and `state.json` is the
 commit point: a kill at any moment leaves the previous checkpoint or the new one. The order
 of the training images in epoch `e` depends only on `(seed, e)` (`tlkeras.data.epoch_dataset`),
 so a resumed run sees the same batches, dropout masks and optimizer state as one that never
@@ -42,7 +42,7 @@ import warnings
 import keras
 import numpy as np
 
-from tlkeras import runs
+from tlkeras import files, runs, saving
 from tlkeras.guards import StopOnNaN, kill_point
 
 STATE_FILE = runs.STATE_FILE
@@ -122,7 +122,7 @@ def _json(value) -> str:
 def save_state(run_dir, state: TrainingState) -> None:
     """Writes `checkpoint/state.json` atomically: the commit point of a checkpoint."""
     document = {"format": STATE_FORMAT, **dataclasses.asdict(state)}
-    runs.atomic_write(os.path.join(checkpoint_dir(run_dir), STATE_FILE), _json(document))
+    files.atomic_write(os.path.join(checkpoint_dir(run_dir), STATE_FILE), _json(document))
 
 
 def load_state(run_dir) -> TrainingState:
@@ -206,8 +206,8 @@ def start_run(run_dir, settings: dict, *, resume: bool = False, overwrite: bool 
         return TrainingState(settings=settings)
     state = load_state(run_dir)
     changes = _check_same_settings(run_dir, state.settings, settings)
-    runs.remove_temporary_files(run_dir)
-    runs.remove_temporary_files(checkpoint_dir(run_dir))
+    files.remove_temporary_files(run_dir)
+    files.remove_temporary_files(checkpoint_dir(run_dir))
     _remove_unused_files(checkpoint_dir(run_dir), state)  # e.g. weights written before a kill
     if not state.finished:
         stage = STAGE_NAMES.get(state.stage, "before the first epoch")
@@ -243,11 +243,11 @@ def begin_run(run_dir, state: TrainingState, *, splits: dict, data_dir, overwrit
     if not os.path.isfile(os.path.join(folder, STATE_FILE)):
         # The checkpoint folder appears at once, with its state.json: a kill here leaves
         # no half-made run folder behind (only a .tmp-* folder, removed on the next start).
-        runs.remove_temporary_files(run_dir)
-        staging = os.path.join(os.fspath(run_dir), f"{runs.TEMPORARY_PREFIX}{uuid.uuid4().hex}")
+        files.remove_temporary_files(run_dir)
+        staging = os.path.join(os.fspath(run_dir), f"{files.TEMPORARY_PREFIX}{uuid.uuid4().hex}")
         os.makedirs(staging)
         document = {"format": STATE_FORMAT, **dataclasses.asdict(state)}
-        runs.atomic_write(os.path.join(staging, STATE_FILE), _json(document))
+        files.atomic_write(os.path.join(staging, STATE_FILE), _json(document))
         shutil.rmtree(folder, ignore_errors=True)  # An empty or stateless leftover.
         os.replace(staging, folder)
     record_split(run_dir, splits, data_dir=data_dir)
@@ -281,7 +281,7 @@ def record_split(run_dir, splits: dict, *, data_dir) -> None:
     }
     path = os.path.join(checkpoint_dir(run_dir), SPLIT_FILE)
     if not os.path.isfile(path):
-        runs.atomic_write(path, _json(record))
+        files.atomic_write(path, _json(record))
         return
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
@@ -363,7 +363,7 @@ def restore_model(model: keras.Model, run_dir, state: TrainingState) -> None:
 
 
 def _save_weight_list(path, weights) -> None:
-    runs.write_atomically(path, lambda tmp: np.savez(tmp, *weights), suffix=".npz")
+    files.write_atomically(path, lambda tmp: np.savez(tmp, *weights), suffix=".npz")
 
 
 def _load_weight_list(path) -> list:
@@ -496,7 +496,7 @@ class EpochCheckpoint(keras.callbacks.BackupAndRestore):
         path = os.path.join(self.folder, weights or STATE_FILE)
         try:
             if weights is not None:
-                runs.write_atomically(path, self.model.save_weights, suffix=".weights.h5")
+                files.write_atomically(path, self.model.save_weights, suffix=".weights.h5")
             early_stopping = self._save_early_stopping()
             new = dataclasses.replace(
                 self.state,
@@ -552,7 +552,7 @@ class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras' `ModelCheckpoint(save_best_only=True)` on `val_loss`, atomic, with class names.
 
     What Keras' `ModelCheckpoint` lacks, and this adds: it writes straight into the file, so
-    a kill while saving leaves it truncated; this writes through `tlkeras.runs.save_model`
+    a kill while saving leaves it truncated; this writes through `tlkeras.saving.save_model`
     (a temporary file, then a rename) and embeds the class names, so `best.keras` loads with
     `tlkeras.load_run` like the final model. Without validation data it saves nothing.
 
@@ -582,7 +582,7 @@ class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
         if (logs or {}).get(self.monitor) is None:
             return
         if self._should_save_model(epoch, batch, logs, self.filepath):
-            runs.save_model(
+            saving.save_model(
                 self.filepath, self.model, class_names=self.class_names, metadata=self.metadata
             )
             kill_point("best_saved")

@@ -622,7 +622,8 @@ def _add_preview(commands) -> None:
 
 
 def _preview(args) -> int:
-    from tlkeras.augment import get_augmentation, preview_augmentation, sample_paths
+    from tlkeras.augment import get_augmentation
+    from tlkeras.plots import preview_augmentation, sample_paths
 
     augmentation = get_augmentation(**_augment_options(args))
     paths = args.sources

@@ -40,9 +40,10 @@ from tlkeras import plots
 from tlkeras.backbones import get_backbone
 from tlkeras.data import make_dataset
 from tlkeras.evaluate import recorded_split
+from tlkeras.files import atomic_write
 from tlkeras.images import load_images
 from tlkeras.model import resolve_image_size
-from tlkeras.runs import MODEL_FILE, atomic_write
+from tlkeras.runs import MODEL_FILE
 
 COLUMNS = (
     "backbone",

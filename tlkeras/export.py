@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tlkeras import runs
+from tlkeras import files, runs, saving
 from tlkeras.evaluate import evaluation_split, recorded_split
 from tlkeras.images import load_images
 from tlkeras.scan import find_split_folders
@@ -129,7 +129,7 @@ def export_model(
     if format == "savedmodel":
         _write_saved_model(run.model, out, metadata)
     elif format == "keras":
-        runs.save_model(out, run.model, class_names=run.class_names, metadata=metadata)
+        saving.save_model(out, run.model, class_names=run.class_names, metadata=metadata)
     else:
         images = None
         if format == "tflite-int8":
@@ -139,11 +139,11 @@ def export_model(
         flatbuffer = convert_to_tflite(
             run.model, quantization=TFLITE_QUANTIZATION[format], calibration_images=images
         )
-        runs.atomic_write(out, add_tflite_metadata(flatbuffer, metadata))
+        files.atomic_write(out, add_tflite_metadata(flatbuffer, metadata))
         if images is not None:
             _warn_about_input_scale(out)
     labels = labels_path(out)
-    runs.atomic_write(labels, "".join(name + "\n" for name in run.class_names))
+    files.atomic_write(labels, "".join(name + "\n" for name in run.class_names))
     return Export(out, labels, format, _size(out))
 
 
@@ -224,15 +224,15 @@ def _write_saved_model(model, out: str, metadata: dict) -> None:
         extra = os.path.join(new, SAVED_MODEL_EXTRA)
         os.makedirs(extra, exist_ok=True)
         labels = "".join(label + "\n" for label in metadata["class_names"])
-        runs.atomic_write(os.path.join(extra, "labels.txt"), labels)
-        runs.atomic_write(
+        files.atomic_write(os.path.join(extra, "labels.txt"), labels)
+        files.atomic_write(
             os.path.join(extra, METADATA_NAME + ".json"), json.dumps(metadata, indent=2) + "\n"
         )
         _sync_tree(new)
         if os.path.isdir(out):  # An earlier SavedModel export (checked by _check_out).
             os.replace(out, old)
         os.replace(new, out)
-        runs._sync(parent)
+        files.sync(parent)
     except BaseException:
         _remove_leftovers(parent, name)  # Puts the earlier export back if it was moved aside.
         raise
@@ -241,7 +241,7 @@ def _write_saved_model(model, out: str, metadata: dict) -> None:
 
 def _sibling(parent: str, name: str, role: str) -> str:
     """A temporary folder beside `out`: `.tmp-<name>-<role>-<32 hex digits>`."""
-    return os.path.join(parent, f"{runs.TEMPORARY_PREFIX}{name}-{role}-{uuid.uuid4().hex}")
+    return os.path.join(parent, f"{files.TEMPORARY_PREFIX}{name}-{role}-{uuid.uuid4().hex}")
 
 
 def _remove_leftovers(parent: str, name: str) -> None:
@@ -251,7 +251,7 @@ def _remove_leftovers(parent: str, name: str) -> None:
     in an `-old-` folder: it is renamed back to `out`, so nothing complete is deleted.
     """
     out = os.path.join(parent, name)
-    pattern = re.compile(re.escape(f"{runs.TEMPORARY_PREFIX}{name}-") + "(new|old)-[0-9a-f]{32}")
+    pattern = re.compile(re.escape(f"{files.TEMPORARY_PREFIX}{name}-") + "(new|old)-[0-9a-f]{32}")
     for entry in sorted(os.listdir(parent)):
         path, match = os.path.join(parent, entry), pattern.fullmatch(entry)
         if not match or not os.path.isdir(path):
@@ -266,8 +266,8 @@ def _sync_tree(folder: str) -> None:
     """Flushes every file and folder under `folder` to disk, so a rename publishes it whole."""
     for where, _, names in os.walk(folder, topdown=False):
         for entry in names:
-            runs._sync(os.path.join(where, entry))
-        runs._sync(where)
+            files.sync(os.path.join(where, entry))
+        files.sync(where)
 
 
 def sample_images(
@@ -308,8 +308,8 @@ def sample_images(
             f"Received: data_dir={data_dir!r}"
         )
     foreign = recorded_split(run, data_dir) is None and not find_split_folders(data_dir)
-    _, files = evaluation_split(run, data_dir, split=None if foreign else split)
-    paths = files.paths
+    _, split_files = evaluation_split(run, data_dir, split=None if foreign else split)
+    paths = split_files.paths
     picked = np.random.default_rng(run.config.get("seed", 0)).permutation(len(paths))
     picked = picked[:num_images]
     return load_images([paths[i] for i in sorted(picked)], run.image_size)

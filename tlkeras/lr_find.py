@@ -10,9 +10,9 @@ as they were, so a sweep never changes the model.
 Stage 1 sweeps the head on a frozen backbone; stage 2 unfreezes the top blocks first, as
 `fine_tune` does, so run it on a model whose head is already trained.
 
-The sweep uses its own Adam optimizer and a plain `tf.GradientTape` step, so the model's
-compiled optimizer, loss and metrics are left untouched and the loss of every batch is exact
-(`model.fit` logs a running mean over the epoch instead).
+The sweep trains with `tlkeras.train.fit`, one batch per epoch, so each epoch's loss is that
+batch's exact loss. It trains a new model that shares the model's layers, with its own Adam
+optimizer, so the model's compiled optimizer, loss and metrics are left untouched.
 
 Example:
     >>> data = tl.load_data("data_samples/digits", image_size=32)
@@ -32,10 +32,10 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tlkeras.model import freeze_backbone, unfreeze_top_blocks
-from tlkeras.runs import atomic_write
+from tlkeras.files import atomic_write
+from tlkeras.model import compile_model, freeze_backbone, strategy_scope, unfreeze_top_blocks
+from tlkeras.precision import precision_scope
 
 #: The rules `lr_find` can suggest a learning rate with; see `suggest_learning_rate`.
 RULES = ("valley", "steepest", "minimum")
@@ -289,40 +289,56 @@ def _layers_outer_first(layer):
         yield from _layers_outer_first(inner)
 
 
+class _RangeTest(keras.callbacks.Callback):
+    """Sets each step's learning rate, records its loss and stops once the loss diverges.
+
+    The sweep trains one batch per epoch, so an epoch's `logs["loss"]` is that batch's loss.
+    """
+
+    def __init__(self, min_lr, max_lr, num_steps):
+        super().__init__()
+        self.min_lr, self.ratio, self.num_steps = min_lr, max_lr / min_lr, num_steps
+        self.learning_rates, self.losses, self.best = [], [], math.inf
+
+    def on_epoch_begin(self, epoch, logs=None):
+        learning_rate = self.min_lr * self.ratio ** (epoch / (self.num_steps - 1))
+        self.model.optimizer.learning_rate = learning_rate
+        self.learning_rates.append(learning_rate)
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float(logs["loss"])
+        self.losses.append(loss)
+        smoothed = smooth(self.losses)[-1]
+        self.best = min(self.best, smoothed)
+        if not math.isfinite(loss) or smoothed > DIVERGENCE_FACTOR * self.best:
+            self.model.stop_training = True
+
+
 def _sweep(model, train_data, min_lr, max_lr, num_steps):
-    optimizer = keras.optimizers.Adam(learning_rate=min_lr)
-    if keras.mixed_precision.global_policy().name == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    loss_function = keras.losses.SparseCategoricalCrossentropy()
-    variables = model.trainable_variables
-    optimizer.build(variables)
+    """Trains `model`'s trainable layers one batch per step at growing learning rates.
 
-    @tf.function
-    def train_step(images, labels):
-        with tf.GradientTape() as tape:
-            probabilities = model(images, training=True)
-            loss = loss_function(labels, probabilities)
-            if model.losses:
-                loss += tf.add_n(model.losses)
-        gradients = tape.gradient(optimizer.scale_loss(loss), variables)
-        optimizer.apply(gradients, variables)
-        return loss
+    It trains through a new model that shares `model`'s layers, so `model`'s own compiled
+    optimizer, loss and metrics are left as they were.
 
-    ratio = max_lr / min_lr
-    learning_rates, losses = [], []
-    best = math.inf
-    batches = train_data.repeat().take(num_steps)
-    for step, (images, labels) in enumerate(batches):
-        learning_rate = min_lr * ratio ** (step / (num_steps - 1))
-        optimizer.learning_rate.assign(learning_rate)
-        loss = float(train_step(images, labels))
-        learning_rates.append(learning_rate)
-        losses.append(loss)
-        smoothed = smooth(losses)[-1]
-        best = min(best, smoothed)
-        if not math.isfinite(loss) or smoothed > DIVERGENCE_FACTOR * best:
-            break
-    return learning_rates, losses
+    Returns:
+        `(learning_rates, losses)`, one of each per step swept.
+    """
+    from tlkeras.train import fit
+
+    with precision_scope(model.dtype_policy.name), strategy_scope(model):
+        images = keras.Input(model.input.shape[1:], dtype=model.input.dtype, name="image")
+        swept = keras.Model(images, model(images), name="lr_sweep")
+    compile_model(swept, learning_rate=min_lr)
+    range_test = _RangeTest(min_lr, max_lr, num_steps)
+    fit(
+        swept,
+        train_data.repeat(),
+        epochs=num_steps,
+        steps_per_epoch=1,
+        callbacks=[range_test],
+        verbose=0,  # One "epoch" per batch: a line each would fill the screen.
+    )
+    return range_test.learning_rates, range_test.losses
 
 
 def lr_find_from_config(

@@ -23,7 +23,7 @@ those statistics. The folder it writes:
 Like `train`, it first checks that `out` is new (or empty), writable and has the disk space,
 and refuses a folder that holds anything unless `overwrite=True`, which deletes only the
 files pretrain writes (those above) once training is about to start. Every file is written
-atomically (`tlkeras.runs.write_atomically`).
+atomically (`tlkeras.files.write_atomically`).
 
 Example:
     >>> run = pretrain(PretrainConfig("data_samples/digits", out="pretrained/digits",
@@ -38,13 +38,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 
 import h5py
 import keras
 import tensorflow as tf
 
-from tlkeras import runs
+from tlkeras import files, runs
 from tlkeras.backbones import get_backbone
 from tlkeras.config import PretrainConfig  # noqa: F401  (it lives there: no TensorFlow)
 from tlkeras.data import load_data
@@ -56,7 +55,7 @@ from tlkeras.model import (
     load_backbone,
     resolve_image_size,
 )
-from tlkeras.train import check_counts, merge_histories
+from tlkeras.train import check_counts, fit, merge_histories
 from tlkeras.weights import (
     MANIFEST_ATTRIBUTE,
     MANIFEST_FILE,
@@ -97,7 +96,7 @@ def check_pretrain_folder(path, *, overwrite: bool = False) -> None:
     """
     path = os.fspath(path)
     holds_files = os.path.isdir(path) and any(
-        not name.startswith(runs.TEMPORARY_PREFIX) for name in os.listdir(path)
+        not name.startswith(files.TEMPORARY_PREFIX) for name in os.listdir(path)
     )
     if holds_files and not overwrite:
         raise ValueError(
@@ -117,7 +116,7 @@ def clear_pretrain_folder(path) -> None:
     Example:
         >>> clear_pretrain_folder("pretrained/xrays")
     """
-    runs.remove_temporary_files(path)
+    files.remove_temporary_files(path)
     for name in PRETRAIN_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(path, name))
@@ -210,15 +209,7 @@ def fit_whole_model(model, train_data, validation_data=None, *, epochs, learning
                 restore_best_weights=True,
             )
         )
-    history = model.fit(
-        train_data,
-        validation_data=validation_data,
-        epochs=epochs,
-        callbacks=callbacks,
-        shuffle=False,  # The training dataset reshuffles itself every epoch.
-        verbose="auto" if sys.stdout.isatty() else 2,
-    )
-    return history.history
+    return fit(model, train_data, validation_data, epochs=epochs, callbacks=callbacks)
 
 
 def _check_config(config: PretrainConfig) -> None:
@@ -362,9 +353,9 @@ def save_backbone_weights(base: keras.Model, folder, *, manifest: dict) -> str:
         with h5py.File(temporary, "a") as f:
             f.attrs[MANIFEST_ATTRIBUTE] = json.dumps(manifest)
 
-    runs.write_atomically(path, write, suffix=".weights.h5")
+    files.write_atomically(path, write, suffix=".weights.h5")
     manifest = {**manifest, "weights_file": PRETRAINED_WEIGHTS_FILE}
     manifest["sha256"] = file_hash(path, "sha256")
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
-    runs.atomic_write(os.path.join(folder, MANIFEST_FILE), text)
+    files.atomic_write(os.path.join(folder, MANIFEST_FILE), text)
     return path

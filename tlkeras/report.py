@@ -34,7 +34,8 @@ import os
 
 from tlkeras import plots
 from tlkeras.evaluate import most_confused, top_losses
-from tlkeras.runs import Run, atomic_write
+from tlkeras.files import atomic_write
+from tlkeras.runs import Run
 
 REPORT_FILE = "report.html"
 METRICS_FILE = "metrics.json"

@@ -12,15 +12,14 @@ A run folder holds:
                            embedded too)
         checkpoint/        the state to resume from (see `tlkeras.checkpoints`)
 
-Every file is written to a temporary name (`.tmp-*`), flushed to disk and renamed into place,
-so a kill or a full disk at any moment leaves the old file or the new one, never half a file.
+Every file is written atomically (`tlkeras.files`), so a kill or a full disk at any moment
+leaves the old file or the new one, never half a file.
 Before training, `check_run_folder` and `check_free_space` refuse a folder that exists
 already, cannot be written or lacks the disk space for the model and its checkpoints.
 
-Models load with Keras' `safe_mode=True`, after tlkeras has read the model's configuration
-and refused anything that carries code (a Lambda layer, a Python function, a class from
-outside Keras and tlkeras). Class names are checked against the model, so a missing or edited
-`class_names.json` is an error, never silently wrong labels.
+Models load safely (`tlkeras.saving.load_model` refuses anything that carries code). Class
+names are checked against the model, so a missing or edited `class_names.json` is an error,
+never silently wrong labels.
 
 Example:
     >>> run = load_run("runs/digits")
@@ -38,10 +37,11 @@ import io
 import json
 import os
 import shutil
-import uuid
-import zipfile
 
 import keras
+
+from tlkeras.files import TEMPORARY_PREFIX, atomic_write, remove_temporary_files
+from tlkeras.saving import check_class_count, check_class_names, load_model, save_model
 
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "best.keras"
@@ -49,11 +49,9 @@ CLASS_NAMES_FILE = "class_names.json"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 HISTORY_CSV_FILE = "history.csv"
-EMBEDDED_METADATA = "tlkeras.json"
 CHECKPOINT_DIR = "checkpoint"
 LOGS_DIR = "logs"  # TensorBoard's event files, one folder per stage
 STATE_FILE = "state.json"  # in CHECKPOINT_DIR; see tlkeras.checkpoints
-TEMPORARY_PREFIX = ".tmp-"
 #: The files `save_run` writes; `clear_run_folder` deletes these and `CHECKPOINT_DIR` only.
 RUN_FILES = (
     MODEL_FILE,
@@ -95,74 +93,6 @@ class Run:
     def image_size(self) -> tuple[int, int]:
         """The `(height, width)` the model takes."""
         return tuple(self.model.input_shape[1:3])
-
-
-def _sync(path) -> None:
-    """Flushes a file (or, on POSIX, a folder's entries) from the OS cache to the disk."""
-    if os.path.isdir(path) and os.name != "posix":
-        return  # Windows cannot open a folder to flush it; its renames are journaled.
-    handle = os.open(path, os.O_RDONLY if os.path.isdir(path) else os.O_RDWR)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def write_atomically(path, write, *, suffix: str = "") -> None:
-    """Writes a file through a temporary name in the same folder, then renames it into place.
-
-    `write(temporary_path)` creates the file; it is then flushed to disk and renamed over
-    `path` with `os.replace`, which is atomic. A kill, an exception or a full disk at any
-    moment leaves the old `path` or the new one, never a truncated file; an exception also
-    removes the temporary file (a SIGKILL leaves it, named `.tmp-*`, for
-    `remove_temporary_files`).
-
-    Args:
-        path: The file to write.
-        write: A function that writes the whole file to the path it is given.
-        suffix: The temporary file's ending, for writers that check it (e.g. `".keras"`).
-
-    Example:
-        >>> write_atomically("model.keras", model.save, suffix=".keras")
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}{suffix}")
-    try:
-        write(temporary)
-        _sync(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
-    _sync(folder)
-
-
-def atomic_write(path, data: bytes | str) -> None:
-    """Writes bytes or UTF-8 text to a file atomically (see `write_atomically`)."""
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-
-    def write(temporary):
-        with open(temporary, "xb") as f:
-            f.write(data)
-
-    write_atomically(path, write)
-
-
-def remove_temporary_files(folder) -> list[str]:
-    """Deletes the `.tmp-*` files (and folders) a killed write left in `folder`."""
-    if not os.path.isdir(folder):
-        return []
-    names = [name for name in os.listdir(folder) if name.startswith(TEMPORARY_PREFIX)]
-    for name in names:
-        path = os.path.join(folder, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-    return names
 
 
 def _is_run_folder(path) -> bool:
@@ -324,24 +254,6 @@ def _history_csv(history: dict) -> str:
     return out.getvalue()
 
 
-def save_model(path, model: keras.Model, *, class_names: list[str], metadata=None) -> None:
-    """Saves a `.keras` file with the class names embedded, atomically.
-
-    Example:
-        >>> save_model("digits.keras", model, class_names=[str(i) for i in range(10)])
-    """
-    _check_class_count(model, class_names, path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    embedded = _json({**(metadata or {}), "class_names": list(class_names)})
-
-    def write(temporary):
-        model.save(temporary)
-        with zipfile.ZipFile(temporary, "a") as archive:
-            archive.writestr(EMBEDDED_METADATA, embedded)
-
-    write_atomically(path, write, suffix=".keras")
-
-
 def save_run(run_dir, *, model, class_names, config, history) -> Run:
     """Writes a run folder (see the module docstring) and returns it as a `Run`."""
     import tensorflow as tf
@@ -370,98 +282,6 @@ def save_run(run_dir, *, model, class_names, config, history) -> Run:
     return Run(model, list(class_names), config, history, os.fspath(run_dir))
 
 
-def read_embedded_metadata(path) -> dict:
-    """Reads the tlkeras metadata (class names, backbone) embedded in a `.keras` file."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read(EMBEDDED_METADATA))
-    except (KeyError, zipfile.BadZipFile, json.JSONDecodeError):
-        return {}
-
-
-#: Objects that carry code, and why each is refused.
-UNSAFE_CLASSES = {
-    "Lambda": "a Lambda layer, which stores Python bytecode that runs when the model is called",
-    "__lambda__": "a Python lambda function stored as bytecode",
-    "TFSMLayer": "a TFSMLayer, which runs a TensorFlow SavedModel graph from another file",
-}
-#: Packages whose classes a saved tlkeras model may name; builtins names Keras' own functions.
-SAFE_PACKAGES = ("keras", "tlkeras", "builtins")
-
-
-def find_unsafe_objects(config) -> list[str]:
-    """Describes every object in a Keras model configuration that would carry code.
-
-    tlkeras models are made of Keras layers and `tlkeras.layers.Preprocess` only; anything
-    else (a Lambda layer, a serialised Python function, a class from another package) is
-    listed here.
-
-    Args:
-        config: The parsed `config.json` of a `.keras` file.
-
-    Returns:
-        One description per object, empty when the model is safe.
-
-    Example:
-        >>> find_unsafe_objects(json.loads(zipfile.ZipFile("m.keras").read("config.json")))
-        ["a Lambda layer, which stores Python bytecode ... (layer 'double')"]
-    """
-    found = []
-    if isinstance(config, dict):
-        class_name, module = config.get("class_name"), config.get("module")
-        inner = config.get("config")
-        name = inner.get("name") if isinstance(inner, dict) else None
-        where = f" (layer {name!r})" if isinstance(name, str) else ""
-        if class_name in UNSAFE_CLASSES:
-            found.append(UNSAFE_CLASSES[class_name] + where)
-        elif isinstance(module, str) and module.split(".")[0] not in SAFE_PACKAGES:
-            found.append(f"the class {module}.{class_name}, from outside Keras and tlkeras{where}")
-        values = config.values()
-    elif isinstance(config, list):
-        values = config
-    else:
-        return found
-    for value in values:
-        found += find_unsafe_objects(value)
-    return found
-
-
-def _read_model_config(path) -> dict:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError) as error:
-        raise ValueError(
-            f"{path!r} is not a complete .keras file ({error}). It may have been cut short by an "
-            "interrupted copy or download: copy it again, or use the run's best.keras. "
-            f"Received: path={path!r}"
-        ) from None
-
-
-def _check_class_count(model, class_names, source) -> None:
-    num_outputs = model.output_shape[-1]
-    if num_outputs != len(class_names):
-        raise ValueError(
-            f"The model in {source!r} predicts {num_outputs} classes but {len(class_names)} "
-            "class names were given, so its labels would be wrong. Use the class_names.json "
-            f"saved with this model. Received: num_class_names={len(class_names)}"
-        )
-
-
-def _check_class_names(class_names, source) -> None:
-    if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
-        raise ValueError(
-            f"{source!r} must hold a JSON list of class-name strings. "
-            f"Received: class_names={class_names!r}"
-        )
-    if len(set(class_names)) != len(class_names):
-        repeated = sorted({name for name in class_names if class_names.count(name) > 1})
-        raise ValueError(
-            f"{source!r} names the classes {repeated} more than once, so labels would be "
-            f"ambiguous. Restore the file from the run. Received: class_names={class_names!r}"
-        )
-
-
 def _read_json(path, what: str):
     try:
         with open(path, encoding="utf-8") as f:
@@ -471,50 +291,6 @@ def _read_json(path, what: str):
             f"The {what} file {path!r} is not valid JSON ({error}). Restore it from the run or "
             f"train again. Received: path={path!r}"
         ) from None
-
-
-def load_model(path) -> tuple[keras.Model, dict]:
-    """Loads a `.keras` file safely and returns `(model, embedded_metadata)`.
-
-    The model's configuration is read first and refused if it carries code (see
-    `find_unsafe_objects`); then Keras loads it with `safe_mode=True`.
-
-    Raises:
-        ValueError: If the file is missing, truncated or not a Keras archive, holds code
-            (such as a Lambda layer), or cannot be rebuilt.
-
-    Example:
-        >>> model, metadata = load_model("runs/digits/model.keras")
-        >>> metadata["class_names"][:2]
-        ['0', '1']
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"No model file at {path!r}. Expected a run folder holding {MODEL_FILE} or a "
-            f".keras file. Received: path={path!r}"
-        )
-    unsafe = find_unsafe_objects(_read_model_config(path))
-    if unsafe:
-        more = f" and {len(unsafe) - 1} more such object(s)" if len(unsafe) > 1 else ""
-        raise ValueError(
-            f"Refusing to load {path!r}: it contains {unsafe[0]}{more}. Code stored in a model "
-            "file runs on your machine, so tlkeras only loads models made of Keras and tlkeras "
-            "layers, with Keras' safe_mode=True. Rebuild the model without it (e.g. a registered "
-            "Layer subclass instead of a Lambda), or load it with keras.saving.load_model("
-            f"safe_mode=False) only if you trust where it came from. Received: path={path!r}"
-        )
-    import tlkeras.layers  # noqa: F401  (registers the Preprocess layer before loading)
-
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:
-        raise ValueError(
-            f"Could not load the model {path!r} safely: {error}. tlkeras only loads models with "
-            f"Keras' safe_mode, which refuses Lambda layers and other arbitrary code. "
-            f"Received: path={path!r}"
-        ) from None
-    return model, read_embedded_metadata(path)
 
 
 def _unfinished_run_error(path) -> ValueError:
@@ -551,8 +327,8 @@ def load_run(path) -> Run:
                 f"{path!r} carries no class names, so its predictions cannot be labelled. "
                 f"Expected a .keras file saved by tlkeras or a run folder. Received: path={path!r}"
             )
-        _check_class_names(metadata["class_names"], path)
-        _check_class_count(model, metadata["class_names"], path)
+        check_class_names(metadata["class_names"], path)
+        check_class_count(model, metadata["class_names"], path)
         return Run(model, metadata["class_names"], {}, {}, path)
     state_path = os.path.join(path, CHECKPOINT_DIR, STATE_FILE)
     state = _read_json(state_path, "checkpoint state") if os.path.isfile(state_path) else None
@@ -566,8 +342,8 @@ def load_run(path) -> Run:
             f"labelled. Restore the file or train again. Received: path={path!r}"
         )
     class_names = _read_json(names_path, "class names")
-    _check_class_names(class_names, names_path)
-    _check_class_count(model, class_names, path)
+    check_class_names(class_names, names_path)
+    check_class_count(model, class_names, path)
     config_path = os.path.join(path, CONFIG_FILE)
     history_path = os.path.join(path, HISTORY_FILE)
     config = _read_json(config_path, "config") if os.path.isfile(config_path) else {}

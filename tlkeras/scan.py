@@ -514,7 +514,7 @@ class ScanReport:
 
     def save(self, path) -> None:
         """Writes the report as JSON (atomically), e.g. `run_dir/scan_report.json`."""
-        from tlkeras.runs import atomic_write
+        from tlkeras.files import atomic_write
 
         atomic_write(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 

@@ -64,7 +64,7 @@ def fit(model, train_data, validation_data=None, *, epochs, initial_epoch=0, **f
     """The one fit loop of tlkeras: `model.fit` from `initial_epoch`, `epochs` more epochs.
 
     The training data shuffles itself (`tlkeras.data.epoch_dataset`), and the progress is
-    a moving bar on a terminal and one line per epoch in a log.
+    a moving bar on a terminal and one line per epoch in a log, unless `verbose` says else.
 
     Returns:
         The Keras history dict, e.g. `{"loss": [...], "val_accuracy": [...]}`.
@@ -73,13 +73,13 @@ def fit(model, train_data, validation_data=None, *, epochs, initial_epoch=0, **f
         >>> fit(model, train_ds, val_ds, epochs=3, callbacks=[StopOnNaN()])
     """
     kill_point("fit_begin")
+    fit_kwargs.setdefault("verbose", "auto" if sys.stdout.isatty() else 2)
     history = model.fit(
         train_data,
         validation_data=validation_data,
         epochs=initial_epoch + epochs,
         initial_epoch=initial_epoch,
         shuffle=False,
-        verbose="auto" if sys.stdout.isatty() else 2,
         **fit_kwargs,
     )
     return history.history
