@@ -165,7 +165,7 @@ def test_num_classes_must_be_at_least_two(num_classes):
 
 def test_unfrozen_batchnorm_drifts_which_is_why_it_is_frozen_by_default():
     """The teaching switch really reproduces the mistake: statistics move during training."""
-    model = small_model("resnet50", num_classes=2, dense_units=8, freeze_batchnorm=False)
+    model = small_model("resnet50", num_classes=2, dense_units=8)
     unfreeze_top_blocks(model, 1, freeze_batchnorm=False)
     compile_model(model, learning_rate=1e-3)
     bn = get_base(model).get_layer("conv5_block3_3_bn")

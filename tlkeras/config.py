@@ -161,7 +161,7 @@ class Stage:
         jit_compile: XLA-compile the training step: True, False, or "auto" (Keras' default:
             on with a GPU, off on a CPU).
         freeze_batchnorm: Keep BatchNorm frozen and the backbone in inference mode. False
-            reproduces the classic mistake, for teaching (see `tlkeras.build_model`).
+            reproduces the classic mistake, for teaching (see `tlkeras.unfreeze_top_blocks`).
         cache: When training on a `tlkeras.data.Data`: `"auto"`, `"memory"` or `"disk"` run
             the frozen part once and train the rest on its cached output
             (`tlkeras.features`); `"off"` runs the whole model every epoch.

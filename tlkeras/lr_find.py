@@ -375,36 +375,17 @@ def lr_find_from_config(
         ...                         image_size=32)
         >>> print(lr_find_from_config(config, stage=1).summary())
     """
-    from tlkeras.data import load_data
-    from tlkeras.model import build_model, resolve_image_size
     from tlkeras.runs import load_run
-    from tlkeras.train import train_head
+    from tlkeras.train import build_config_model, load_config_data, train_head
 
     keras.utils.set_random_seed(config.seed)
-    if run_dir is not None:
-        model = load_run(run_dir).model
-        image_size = tuple(model.input_shape[1:3])
-    else:
-        image_size = resolve_image_size(config.image_size, config.backbone)
-    data = load_data(
-        config.data_dir,
-        image_size=image_size,
-        batch_size=config.batch_size,
-        validation_split=config.validation_split,
-        seed=config.seed,
-    )
-    if run_dir is None:
-        model = build_model(
-            config.backbone,
-            num_classes=len(data.class_names),
-            image_size=image_size,
-            weights=config.weights,
-            dense_units=config.dense_units,
-            dropout=config.dropout,
-        )
+    model = load_run(run_dir).model if run_dir is not None else None
+    image_size = tuple(model.input_shape[1:3]) if model is not None else None
+    data = load_config_data(config, image_size=image_size)
+    if model is None:
+        model = build_config_model(config, data)
         if stage == 2:
-            train_ds = data.dataset("train")
-            train_head(model, train_ds, epochs=config.epochs, learning_rate=config.learning_rate)
+            train_head(model, data, epochs=config.epochs, learning_rate=config.learning_rate)
     elif model.output_shape[-1] != len(data.class_names):
         raise ValueError(
             f"The run in {run_dir!r} predicts {model.output_shape[-1]} classes but "

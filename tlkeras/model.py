@@ -178,7 +178,6 @@ def build_model(
     weights="imagenet",
     dense_units: int = 1024,
     dropout: float = 0.2,
-    freeze_batchnorm: bool = True,
     weights_dir=None,
 ) -> keras.Model:
     """Builds a frozen backbone with a new classification head.
@@ -191,12 +190,6 @@ def build_model(
             weights file path; see `load_backbone`.
         dense_units: Units of the hidden Dense(relu) layer; 0 leaves it out. Defaults to 1024.
         dropout: The dropout rate before and after the hidden layer. Defaults to 0.2.
-        freeze_batchnorm: Kept so that existing calls run; it changes nothing. The whole
-            backbone is frozen here, so its BatchNorm layers run in inference mode either
-            way (see the module docstring: a call-time `training=False` would not do it, as
-            `fit` overrides it). The switch that reproduces the classic fine-tuning mistake
-            (BatchNorm re-estimating its statistics from small training batches) is
-            `unfreeze_top_blocks(..., freeze_batchnorm=False)`, or `fine_tune`'s.
         weights_dir: The provisioned folder `"imagenet"` loads from; see `load_backbone`.
 
     Returns:

@@ -406,28 +406,45 @@ def _load_and_build(config: TrainConfig, strategy) -> tuple[Data, keras.Model]:
     if config.deterministic:
         _enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    image_size = resolve_image_size(config.image_size, config.backbone)
     kill_point("loading")
-    data = load_data(
+    data = load_config_data(config, num_replicas=strategy.num_replicas_in_sync)
+    kill_point("loaded")
+    return data, build_config_model(config, data, strategy)
+
+
+def load_config_data(config: TrainConfig, *, image_size=None, num_replicas: int = 1) -> Data:
+    """Loads a config's data folder at its image size (or `image_size`), batched globally.
+
+    Example:
+        >>> data = load_config_data(TrainConfig("data_samples/digits", image_size=32))
+    """
+    return load_data(
         config.data_dir,
-        image_size=image_size,
-        batch_size=config.batch_size * strategy.num_replicas_in_sync,  # The global batch.
+        image_size=image_size or resolve_image_size(config.image_size, config.backbone),
+        batch_size=config.batch_size * num_replicas,  # The global batch.
         validation_split=config.validation_split,
         seed=config.seed,
         strict=config.strict,
     )
-    kill_point("loaded")
-    with strategy.scope(), precision_scope(config.precision):
-        model = build_model(
+
+
+def build_config_model(config: TrainConfig, data: Data, strategy=None) -> keras.Model:
+    """Builds a config's model for `data`, in its precision and the strategy's scope.
+
+    Example:
+        >>> model = build_config_model(config, load_config_data(config))
+    """
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope, precision_scope(config.precision):
+        return build_model(
             config.backbone,
             num_classes=len(data.class_names),
-            image_size=image_size,
+            image_size=data.image_size,
             weights=config.weights,
             dense_units=config.dense_units,
             dropout=config.dropout,
             weights_dir=config.weights_dir,
         )
-    return data, model
 
 
 def _enable_op_determinism() -> None:
