@@ -28,7 +28,6 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from tlkeras.images import load_images
@@ -194,25 +193,52 @@ def gradcam(
 
 
 def _gradcam_batch(features, scores, images, class_index):
-    feature_map = features(images, training=False)
-    with tf.GradientTape() as tape:
-        tape.watch(feature_map)
-        logits = tf.cast(scores(feature_map, training=False), tf.float32)
+    feature_map = ops.convert_to_tensor(features(images, training=False))
+
+    def class_scores(feature_map):
+        logits = ops.cast(scores(feature_map, training=False), "float32")
         if class_index is None:
-            classes = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            classes = ops.cast(ops.argmax(logits, axis=-1), "int32")
         else:
-            classes = tf.fill([tf.shape(logits)[0]], tf.cast(class_index, tf.int32))
-        scores = tf.gather(logits, classes, axis=1, batch_dims=1)
+            classes = ops.full((ops.shape(logits)[0],), class_index, dtype="int32")
+        picked = ops.take_along_axis(logits, ops.expand_dims(classes, -1), axis=1)
+        return ops.sum(picked), (logits, classes)
+
     # Each image's score depends only on its own feature map, so one gradient call suffices.
-    gradients = tf.cast(tape.gradient(scores, feature_map), tf.float32)
-    feature_map = tf.cast(feature_map, tf.float32)
-    channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(channel_weights * feature_map, axis=-1))
-    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
-    cam = tf.math.divide_no_nan(cam, peak)
-    heatmaps = tf.image.resize(cam[..., None], images.shape[1:3], method="bilinear")[..., 0]
-    heatmaps = tf.clip_by_value(heatmaps, 0.0, 1.0)
-    return heatmaps.numpy(), classes.numpy(), tf.nn.softmax(logits).numpy()
+    gradients, (logits, classes) = _gradient(class_scores, feature_map)
+    gradients = ops.cast(gradients, "float32")
+    feature_map = ops.cast(feature_map, "float32")
+    channel_weights = ops.mean(gradients, axis=(1, 2), keepdims=True)
+    cam = ops.relu(ops.sum(channel_weights * feature_map, axis=-1))
+    peak = ops.max(cam, axis=(1, 2), keepdims=True)
+    cam = ops.divide_no_nan(cam, peak)
+    heatmaps = ops.image.resize(cam[..., None], images.shape[1:3], interpolation="bilinear")
+    heatmaps = ops.clip(heatmaps[..., 0], 0.0, 1.0)
+    return tuple(ops.convert_to_numpy(x) for x in (heatmaps, classes, ops.softmax(logits)))
+
+
+def _gradient(function, x):
+    """The gradient of `function(x)[0]` with respect to `x`, and `function(x)[1]`.
+
+    Keras 3 has no backend-neutral gradient, so this is the one place that asks the
+    backend's own autodiff: TensorFlow's `GradientTape` or `jax.grad`.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.grad(function, has_aux=True)(x)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total, auxiliary = function(x)
+        return tape.gradient(total, x), auxiliary
+    raise ValueError(
+        "Grad-CAM needs gradients, which tlkeras asks of TensorFlow or JAX. Run it with "
+        f"KERAS_BACKEND=tensorflow or jax. Received: backend={backend!r}"
+    )
 
 
 def overlay_heatmap(image, heatmap, *, alpha: float = 0.4, colormap: str = "jet") -> np.ndarray:

@@ -250,6 +250,20 @@ class FeatureCache:
         self.close()
 
 
+def _forward_function(bottom: keras.Model, image_shape):
+    """`bottom` in inference mode, compiled once: numpy features of a batch of images."""
+    if keras.backend.backend() != "tensorflow":  # Keras' own compiled predict step (jit).
+        return lambda batch: np.asarray(bottom.predict_on_batch(np.asarray(batch)))
+    # One graph for every batch size (the last batch is smaller): Keras' own predict
+    # function would be traced twice, and a trace of a large backbone takes seconds.
+    forward = tf.function(
+        lambda batch: bottom(batch, training=False),
+        input_signature=[tf.TensorSpec((None, *image_shape), tf.float32)],
+        jit_compile=bottom.jit_compile,
+    )
+    return lambda batch: forward(batch).numpy()
+
+
 def _describe_size(nbytes: int) -> str:
     for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= size:
@@ -335,20 +349,14 @@ def cache_features(
     )
     verbose = 1 if sys.stdout.isatty() else 2  # A moving bar, or one line in logs.
     progress = keras.utils.Progbar(passes * len(images), verbose=verbose, unit_name="image")
-    # One graph for every batch size (the last batch is smaller): Keras' own predict
-    # function would be traced twice, and a trace of a large backbone takes seconds.
-    forward = tf.function(
-        lambda batch: bottom(batch, training=False),
-        input_signature=[tf.TensorSpec((None, *images.shape[1:]), tf.float32)],
-        jit_compile=bottom.jit_compile,
-    )
+    forward = _forward_function(bottom, images.shape[1:])
     augment = augmentation_layer(augment, seed=data.seed)  # One layer: other draws each pass.
     start = time.perf_counter()
     try:
         for index in range(passes):
             done = 0
             for batch, _ in data.dataset(split, shuffle=False, augment=augment):
-                out = forward(batch).numpy()
+                out = forward(batch)
                 features[index, done : done + len(out)] = out
                 done += len(out)
                 progress.add(len(out))

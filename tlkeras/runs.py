@@ -33,6 +33,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime
+import importlib.metadata
 import io
 import json
 import os
@@ -254,10 +255,15 @@ def _history_csv(history: dict) -> str:
     return out.getvalue()
 
 
+def _version_of(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def save_run(run_dir, *, model, class_names, config, history) -> Run:
     """Writes a run folder (see the module docstring) and returns it as a `Run`."""
-    import tensorflow as tf
-
     from tlkeras import __version__
 
     os.makedirs(run_dir, exist_ok=True)
@@ -267,7 +273,8 @@ def save_run(run_dir, *, model, class_names, config, history) -> Run:
         "versions": {
             "tlkeras": __version__,
             "keras": keras.__version__,
-            "tensorflow": tf.__version__,
+            "backend": keras.backend.backend(),
+            "tensorflow": _version_of("tensorflow"),
         },
         "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
