@@ -225,3 +225,15 @@ def test_figures_show_inline_in_notebooks():
 
     figure = plot_history({"loss": [1.0, 0.5], "accuracy": [0.5, 0.8]})
     assert PNGFormatter()(figure)[:8] == PNG_SIGNATURE
+
+
+def test_evaluate_draws_a_progress_bar_on_a_terminal_only(colour_run, planted_folder, capsys):
+    import sys
+
+    folder, _ = planted_folder
+    for terminal in (False, True):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys.stderr, "isatty", lambda terminal=terminal: terminal)
+            tl.evaluate(colour_run, folder)
+        bar = "/image" in capsys.readouterr().err
+        assert bar == terminal, f"terminal={terminal}"

@@ -32,6 +32,7 @@ import dataclasses
 import io
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -145,7 +146,8 @@ def _timed_predict(model, images, batch_size: int) -> tuple[np.ndarray, float]:
     """Predicts the images and measures images per second, after one warm-up batch."""
     model.predict(make_dataset(images[:batch_size], batch_size=batch_size), verbose=0)
     start = time.perf_counter()
-    predictions = model.predict(make_dataset(images, batch_size=batch_size), verbose=0)
+    bar = 1 if sys.stdout.isatty() else 0  # A progress bar on a terminal only.
+    predictions = model.predict(make_dataset(images, batch_size=batch_size), verbose=bar)
     return predictions, len(images) / (time.perf_counter() - start)
 
 

@@ -212,7 +212,10 @@ def evaluate(run: Run, data_dir, *, split: str | None = None, batch_size: int = 
             f"None of the images in {data_dir!r} can be read (e.g. {skipped[0].path}: "
             f"{skipped[0].reason}). Received: data_dir={data_dir!r}"
         )
-    probabilities = np.asarray(predict_probabilities(run, files.paths, batch_size=batch_size))
+    probabilities = predict_probabilities(
+        run, files.paths, batch_size=batch_size, progress=sys.stderr.isatty()
+    )  # A progress bar on a terminal only.
+    probabilities = np.asarray(probabilities)
     y_true = np.asarray(files.labels)
     y_pred = probabilities.argmax(axis=1)
     labels = list(range(len(run.class_names)))

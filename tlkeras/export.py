@@ -40,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
 import warnings
@@ -335,7 +336,7 @@ def check_export(run: runs.Run, result: Export, images) -> dict:
         0.99
     """
     images = np.asarray(images)
-    expected = run.model.predict(images.astype("float32"), batch_size=64, verbose=0)
+    expected = run.model.predict(images.astype("float32"), batch_size=64, verbose=_bar())
     return compare_probabilities(expected, exported_probabilities(result, images))
 
 
@@ -380,6 +381,11 @@ def compare_probabilities(expected, actual, *, near_tie: float = NEAR_TIE) -> di
     }
 
 
+def _bar() -> int:
+    """Keras' progress bar on a terminal, nothing in a log."""
+    return 1 if sys.stdout.isatty() else 0
+
+
 def exported_probabilities(result: Export, images) -> np.ndarray:
     """Class probabilities of an export, computed by its own runtime (see `check_export`)."""
     images = np.asarray(images)
@@ -390,7 +396,7 @@ def exported_probabilities(result: Export, images) -> np.ndarray:
         batches = [images[i : i + 64] for i in range(0, len(images), 64)]
         return np.concatenate([loaded.serve(tf.constant(b, tf.float32)).numpy() for b in batches])
     model = runs.load_run(result.path).model
-    return model.predict(images.astype("float32"), batch_size=64, verbose=0)
+    return model.predict(images.astype("float32"), batch_size=64, verbose=_bar())
 
 
 def convert_to_tflite(model, *, quantization: str = "none", calibration_images=None) -> bytes:

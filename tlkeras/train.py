@@ -185,9 +185,8 @@ def _feed(model, train_data, validation_data, stage: Stage):
     else the model end to end with its frozen part in inference mode (the model itself
     when `freeze_batchnorm=False` reproduces the classic mistake).
     """
-    trained = end_to_end_model(model, stage.unfreeze) if stage.freeze_batchnorm else model
     if not isinstance(train_data, Data):
-        yield trained, train_data, validation_data, stage.steps_per_epoch
+        yield _end_to_end(model, stage), train_data, validation_data, stage.steps_per_epoch
         return
     data = train_data
     if validation_data is not None:
@@ -214,7 +213,12 @@ def _feed(model, train_data, validation_data, stage: Stage):
     )
     val_ds = data.dataset("val") if "val" in data.arrays else None
     shard = distribute.shard_by_data
-    yield trained, shard(train_ds), val_ds and shard(val_ds), steps
+    yield _end_to_end(model, stage), shard(train_ds), val_ds and shard(val_ds), steps
+
+
+def _end_to_end(model, stage: Stage):
+    """The model with its frozen part in inference mode; itself to reproduce the mistake."""
+    return end_to_end_model(model, stage.unfreeze) if stage.freeze_batchnorm else model
 
 
 def _cache_passes(stage: Stage, augment) -> int:
