@@ -211,9 +211,9 @@ def _feed(model, train_data, validation_data, stage: Stage):
         epochs=stage.initial_epoch + stage.epochs,
         augment=augment,
     )
-    val_ds = data.dataset("val") if "val" in data.arrays else None
     shard = distribute.shard_by_data
-    yield _end_to_end(model, stage), shard(train_ds), val_ds and shard(val_ds), steps
+    val_ds = shard(data.dataset("val")) if "val" in data.arrays else None
+    yield _end_to_end(model, stage), shard(train_ds), val_ds, steps
 
 
 def _end_to_end(model, stage: Stage):
