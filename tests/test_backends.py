@@ -127,3 +127,75 @@ def test_tensorflow_and_jax_train_the_same_model_to_the_same_numbers(data_dir, t
             np.testing.assert_allclose(jax_run[stage][key], tf_run[stage][key], atol=1e-3)
     for run in (tf_run, jax_run):
         assert run["num_moving"] > 0 and run["batchnorm_unchanged"]
+
+
+DATA_PARALLEL = r"""
+import json, sys
+import keras, numpy as np
+import tlkeras as tl
+from tlkeras.predict import predict_probabilities
+from tlkeras.scan import scan_class_folders
+
+data_dir, out = sys.argv[1:]
+settings = dict(data_dir=data_dir, weights="none", image_size=32, epochs=4, fine_tune_epochs=1,
+                dense_units=16, dropout=0.0, patience=0, validation_split=0.25,
+                learning_rate_scaling="none")
+result = {"devices": len(keras.distribution.list_devices())}
+# Two devices with 4 images each, and one device with the same global batch of 8.
+for strategy, batch_size in (("auto", 4), ("none", 8)):
+    config = tl.TrainConfig(**settings, strategy=strategy, batch_size=batch_size,
+                            out=f"{out}-{strategy}")
+    run = tl.train(config)
+    optimizer = run.model.optimizer.variables
+    def on_both(variables):
+        return bool(variables) and all(len(v.value.sharding.device_set) == 2 for v in variables)
+    paths = scan_class_folders(data_dir)[0].paths
+    result[strategy] = {
+        "distribution": run.config["distribution"],
+        "history": run.history,
+        "on_both_devices": {"model": on_both(run.model.weights), "optimizer": on_both(optimizer)},
+        "predictions": predict_probabilities(run, paths).tolist(),
+        "paths": paths,
+    }
+with open(out + ".json", "w") as f:
+    json.dump(result, f)
+"""
+
+
+def test_strategy_auto_trains_data_parallel_over_every_jax_device(tmp_path):
+    # 25 training images in global batches of 8: the last one (1 image) must be topped up.
+    data_dir = write_class_folders(tmp_path / "data", {"cat": 17, "dog": 16})
+    out = str(tmp_path / "run")
+    two_cpus = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    process = run_on("jax", "-c", DATA_PARALLEL, data_dir, out, env=two_cpus)
+    assert process.returncode == 0, process.stderr[-3000:]
+    with open(out + ".json") as f:
+        result = json.load(f)
+    parallel, single = result["auto"], result["none"]
+    assert result["devices"] == 2
+    assert parallel["distribution"] == {
+        "strategy_class": "DataParallel",
+        "num_replicas": 2,
+        "num_workers": 1,
+        "global_batch_size": 8,
+        "learning_rate": 1e-3,
+        "fine_tune_learning_rate": 1e-5,
+    }
+    assert single["distribution"]["strategy_class"] == "Default"
+    # Built, compiled and recompiled for fine-tuning in the distribution's scope.
+    assert parallel["on_both_devices"] == {"model": True, "optimizer": True}
+    assert single["on_both_devices"] == {"model": False, "optimizer": False}
+    assert parallel["history"]["stage"] == [1, 1, 1, 1, 2]
+    assert np.isfinite(parallel["history"]["val_loss"]).all()
+    # The run folder holds a plain model: TensorFlow, on one device, predicts the same.
+    import tlkeras as tl
+    from tlkeras.predict import predict_probabilities
+
+    loaded = predict_probabilities(tl.load_run(out + "-auto"), parallel["paths"])
+    np.testing.assert_allclose(loaded, parallel["predictions"], atol=1e-5)
+    # The same global batches and learning rates: data parallel must follow the one-device
+    # run step for step (the last batch, one image, is topped up with a copy of itself,
+    # which leaves its mean gradient unchanged).
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(parallel["history"][key], single["history"][key], atol=1e-4)
+    assert parallel["history"]["val_loss"][-1] < parallel["history"]["val_loss"][0]

@@ -80,6 +80,34 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def test_even_batches_top_up_a_short_batch_with_its_own_first_images():
+    images = tf.data.Dataset.range(11).batch(4).map(lambda x: (x, x * 10))
+    batches = [
+        (x.numpy().tolist(), y.numpy().tolist()) for x, y in distribute.even_batches(images, 2)
+    ]
+    assert batches == [
+        ([0, 1, 2, 3], [0, 10, 20, 30]),
+        ([4, 5, 6, 7], [40, 50, 60, 70]),
+        ([8, 9, 10, 8], [80, 90, 100, 80]),  # 3 images become 4, a multiple of 2 devices.
+    ]
+    three = [len(x) for x, _ in distribute.even_batches(images, 3)]
+    assert three == [6, 6, 3]  # Short batches of 4 and 3 images: 6 and 3 split over 3.
+    assert distribute.even_batches(images, 1) is images
+    assert distribute.even_batches(None, 2) is None
+
+
+def test_multiworker_on_jax_needs_the_keras_cluster_variables(monkeypatch):
+    for variable in distribute.JAX_CLUSTER_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    with pytest.raises(
+        ValueError,
+        match=r"KERAS_DISTRIBUTION_PROCESS_ID=0.*Received: missing="
+        r"\['KERAS_DISTRIBUTION_JOB_ADDRESSES', 'KERAS_DISTRIBUTION_PROCESS_ID'\]",
+    ):
+        distribute._jax_distribution("multiworker")
+
+
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match=r"Unknown strategy 'tpu'.*Received: strategy='tpu'"):
         distribute.get_strategy("tpu")

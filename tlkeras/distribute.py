@@ -1,6 +1,6 @@
-"""Training on several devices or machines with TensorFlow's own `tf.distribute` strategies.
+"""Training on several devices or machines: tf.distribute, or keras.distribution on JAX.
 
-`--strategy` (or `TrainConfig.strategy`) picks one:
+`--strategy` (or `TrainConfig.strategy`) picks one. On the TensorFlow backend:
 
 - `"auto"`: `MirroredStrategy` over every GPU when more than one is visible, otherwise the
   default strategy (one device). A laptop trains exactly as before.
@@ -9,6 +9,20 @@
   logical CPU device (one CPU unless they were split with `tf.config`, as the tests do).
 - `"multiworker"`: `MultiWorkerMirroredStrategy` over several machines (or processes),
   configured by the standard `TF_CONFIG` environment variable; each worker uses all its GPUs.
+
+On the JAX backend the same names give Keras' own `keras.distribution.DataParallel`:
+
+- `"auto"` and `"mirrored"`: data parallel over every local device (`jax.devices()`) when
+  there are several, otherwise one device. The tests split a CPU into two devices with
+  `XLA_FLAGS=--xla_force_host_platform_device_count=2`.
+- `"none"`: one device.
+- `"multiworker"`: `keras.distribution.initialize()` joins the processes named by the
+  `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES` and
+  `KERAS_DISTRIBUTION_PROCESS_ID` environment variables, then trains data parallel over
+  every device of every process. Process 0 writes the run folder.
+
+JAX splits every batch evenly across the devices, so `even_batches` tops up the one short
+batch of an epoch with copies of its own first images (at most `num_devices - 1` of them).
 
 The rule for batches and learning rates, whatever the strategy:
 
@@ -36,11 +50,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import warnings
 
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
@@ -48,11 +64,12 @@ LEARNING_RATE_SCALINGS = ("sqrt", "linear", "none")
 WORKER_TASK_TYPES = ("chief", "worker")
 
 
-def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
-    """Creates the `tf.distribute.Strategy` named by `--strategy`.
+def get_strategy(name: str = "auto"):
+    """Creates the `tf.distribute.Strategy` (JAX: `KerasDistribution`) named by `--strategy`.
 
     Call it before any other TensorFlow work in the process: `MultiWorkerMirroredStrategy`
     configures the runtime's collective operations, which is only possible at start-up.
+    The same holds for `keras.distribution.initialize` on JAX.
 
     Args:
         name: One of `"auto"`, `"none"`, `"mirrored"` or `"multiworker"` (see the module
@@ -73,6 +90,8 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
         raise ValueError(
             f"Unknown strategy {name!r}. Expected one of {STRATEGIES}. Received: strategy={name!r}"
         )
+    if keras.backend.backend() == "jax":
+        return _jax_distribution(name)
     if name == "multiworker":
         read_tf_config()  # Fails with a clear message before TensorFlow tries to connect.
         try:
@@ -100,6 +119,101 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(
         gpus or [device.name for device in tf.config.list_logical_devices("CPU")]
     )
+
+
+class KerasDistribution:
+    """A `keras.distribution.Distribution` (or none) with the parts of a strategy tlkeras uses.
+
+    `train` enters `scope()` for the whole run on JAX, so the model, its optimizer, its
+    metrics and every model built to feed it are laid out on the same devices.
+
+    Example:
+        >>> strategy = KerasDistribution(keras.distribution.DataParallel())  # Two devices.
+        >>> strategy.num_replicas_in_sync
+        2
+    """
+
+    def __init__(self, distribution: keras.distribution.Distribution | None = None):
+        self.distribution = distribution
+
+    @property
+    def num_replicas_in_sync(self) -> int:
+        if self.distribution is None:
+            return 1
+        return int(self.distribution.device_mesh.devices.size)
+
+    def scope(self):
+        return self.distribution.scope() if self.distribution else contextlib.nullcontext()
+
+
+JAX_CLUSTER_VARIABLES = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
+
+
+def _jax_distribution(name: str) -> KerasDistribution:
+    """`DataParallel` over every device (of every process, for `"multiworker"`), or none."""
+    if name == "none":
+        return KerasDistribution()
+    if name == "multiworker":
+        missing = [variable for variable in JAX_CLUSTER_VARIABLES if variable not in os.environ]
+        if missing:
+            raise ValueError(
+                "strategy='multiworker' on the JAX backend needs the environment variables "
+                f"{', '.join(JAX_CLUSTER_VARIABLES)} on every process (the first process's "
+                "address, the number of processes and this one's index, from 0), e.g. "
+                "KERAS_DISTRIBUTION_JOB_ADDRESSES=host1:12345 KERAS_DISTRIBUTION_NUM_PROCESSES=2 "
+                "KERAS_DISTRIBUTION_PROCESS_ID=0. Set them, or use --strategy auto for the "
+                f"devices of one machine. Received: missing={missing}"
+            )
+        keras.distribution.initialize()
+    devices = keras.distribution.list_devices()
+    if len(devices) == 1:
+        return KerasDistribution()
+    return KerasDistribution(keras.distribution.DataParallel(devices=devices))
+
+
+def run_scope(strategy):
+    """The scope a whole run trains in: the `keras.distribution` one on JAX.
+
+    On TensorFlow, building and compiling enter the `tf.distribute` scope themselves
+    (`tlkeras.model.strategy_scope`), so the run needs none.
+    """
+    if isinstance(strategy, KerasDistribution):
+        return strategy.scope()
+    return contextlib.nullcontext()
+
+
+def num_devices() -> int:
+    """The devices of the current `keras.distribution` (JAX), else 1."""
+    distribution = keras.distribution.distribution()
+    return 1 if distribution is None else int(distribution.device_mesh.devices.size)
+
+
+def even_batches(dataset: tf.data.Dataset | None, num_devices: int) -> tf.data.Dataset | None:
+    """Tops up each short batch of `dataset` to a multiple of `num_devices`.
+
+    JAX shards every batch evenly across the devices of a `DataParallel`, and fails on a
+    batch that does not split. Only the last batch of an epoch can be short; it gets copies
+    of its own first images (at most `num_devices - 1`, so they barely weigh). TensorFlow's
+    strategies split batches unevenly and need none of this (`num_devices()` is 1 there).
+
+    Example:
+        >>> dataset = tf.data.Dataset.range(5).batch(4).map(lambda x: (x, x))
+        >>> [x.numpy().tolist() for x, _ in even_batches(dataset, 2)]
+        [[0, 1, 2, 3], [4, 4]]
+    """
+    if dataset is None or num_devices == 1:
+        return dataset
+
+    def top_up(*batch):
+        size = tf.shape(tf.nest.flatten(batch)[0])[0]
+        rows = tf.range(-(-size // num_devices) * num_devices) % size
+        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, rows), batch)
+
+    return dataset.map(top_up, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -204,18 +318,31 @@ def scale_learning_rate(
     return learning_rate * factor
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
+def is_chief(strategy) -> bool:
     """Whether this process writes the outputs: always, except on non-chief workers."""
+    if isinstance(strategy, KerasDistribution):
+        import jax
+
+        return jax.process_index() == 0
     return strategy.extended.should_checkpoint
 
 
-def describe(strategy: tf.distribute.Strategy) -> dict:
+def describe(strategy) -> dict:
     """What `config.json` records about a strategy: its class and replica count.
 
     Example:
         >>> describe(get_strategy("none"))
         {'strategy_class': 'Default', 'num_replicas': 1, 'num_workers': 1}
     """
+    if isinstance(strategy, KerasDistribution):
+        import jax
+
+        distribution = strategy.distribution
+        return {
+            "strategy_class": type(distribution).__name__ if distribution else "Default",
+            "num_replicas": strategy.num_replicas_in_sync,
+            "num_workers": jax.process_count(),
+        }
     resolver = getattr(strategy, "cluster_resolver", None)
     cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
     num_workers = sum(len(cluster.get(kind, [])) for kind in WORKER_TASK_TYPES)

@@ -74,9 +74,10 @@ def fit(model, train_data, validation_data=None, *, epochs, initial_epoch=0, **f
     """
     kill_point("fit_begin")
     fit_kwargs.setdefault("verbose", "auto" if sys.stdout.isatty() else 2)
+    devices = distribute.num_devices()  # JAX shards every batch evenly across them.
     history = model.fit(
-        train_data,
-        validation_data=validation_data,
+        distribute.even_batches(train_data, devices),
+        validation_data=distribute.even_batches(validation_data, devices),
         epochs=initial_epoch + epochs,
         initial_epoch=initial_epoch,
         shuffle=False,
@@ -311,18 +312,18 @@ def train(config: TrainConfig, *, callbacks=None) -> runs.Run:
     if state.finished:
         print(f"The run in {run_dir} has already finished; loading it.")
         return runs.load_run(run_dir)
-    data, model = _load_and_build(config, strategy)
-    _begin(config, state, data, model)
-    callbacks = [*(config.callbacks or []), *(callbacks or [])]
-    with StopOnInterrupt() as interrupt:
-        for number, stage in plan_stages(config, state, data, strategy):
-            with _explain_stops(config, state, stage=number):
-                run_callbacks = _stage_callbacks(config, state, data, stage=number)
-                fit_stage(
-                    model, data, stage=stage, callbacks=[*run_callbacks, *callbacks, interrupt]
-                )
-    with _explain_stops(config, state, stage=len(state.histories)):
-        run = _save(config, state, data, model, strategy)
+    with distribute.run_scope(strategy):
+        data, model = _load_and_build(config, strategy)
+        _begin(config, state, data, model)
+        callbacks = [*(config.callbacks or []), *(callbacks or [])]
+        with StopOnInterrupt() as interrupt:
+            for number, stage in plan_stages(config, state, data, strategy):
+                with _explain_stops(config, state, stage=number):
+                    run_callbacks = _stage_callbacks(config, state, data, stage=number)
+                    callbacks_now = [*run_callbacks, *callbacks, interrupt]
+                    fit_stage(model, data, stage=stage, callbacks=callbacks_now)
+        with _explain_stops(config, state, stage=len(state.histories)):
+            run = _save(config, state, data, model, strategy)
     return _as_chief_run(run, config.out, run_dir)
 
 
