@@ -199,3 +199,50 @@ def test_strategy_auto_trains_data_parallel_over_every_jax_device(tmp_path):
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(parallel["history"][key], single["history"][key], atol=1e-4)
     assert parallel["history"]["val_loss"][-1] < parallel["history"]["val_loss"][0]
+
+
+def test_two_jax_processes_train_as_one_with_the_same_global_batch(tmp_path):
+    import socket
+
+    data_dir = write_class_folders(tmp_path / "data", {"cat": 17, "dog": 16})
+    common = [*FLAGS, "--dense-units", "16", "--dropout", "0", "--epochs", "2"]
+    common += ["--fine-tune-epochs", "1", "--lr-scaling", "none"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    processes = []
+    for index in (0, 1):
+        env = {
+            "KERAS_BACKEND": "jax",
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+            "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
+            "PYTHONPATH": ROOT,
+        }
+        argv = ["train", data_dir, *common, "--strategy", "multiworker"]
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tlkeras", *argv, "--out", str(tmp_path / "two")],
+                env={**os.environ, **env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    errors = [process.communicate(timeout=600)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], errors[0][-3000:]
+    # One process with the same global batch of 8 follows the same path, step for step.
+    one = run_on("jax", "-m", "tlkeras", "train", data_dir, *common, "--batch-size", "8",
+                 "--out", str(tmp_path / "one"))  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    import tlkeras as tl
+
+    two, single = tl.load_run(tmp_path / "two"), tl.load_run(tmp_path / "one")
+    assert two.config["distribution"]["num_workers"] == 2
+    assert two.config["distribution"]["global_batch_size"] == 8
+    assert not (tmp_path / "two-worker1").exists() and len(os.listdir(tmp_path)) == 3
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(two.history[key], single.history[key], atol=1e-4)
+    for got, want in zip(two.model.get_weights(), single.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-4)

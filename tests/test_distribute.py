@@ -92,6 +92,15 @@ def test_even_batches_top_up_a_short_batch_with_its_own_first_images():
     ]
     three = [len(x) for x, _ in distribute.even_batches(images, 3)]
     assert three == [6, 6, 3]  # Short batches of 4 and 3 images: 6 and 3 split over 3.
+    # Two processes with one device each: each keeps its half of every (topped-up) batch.
+    halves = [
+        [
+            x.numpy().tolist()
+            for x, _ in distribute.even_batches(images, 2, num_processes=2, process_index=index)
+        ]
+        for index in (0, 1)
+    ]
+    assert halves == [[[0, 1], [4, 5], [8, 9]], [[2, 3], [6, 7], [10, 8]]]
     assert distribute.even_batches(images, 1) is images
     assert distribute.even_batches(None, 2) is None
 

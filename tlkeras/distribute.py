@@ -22,7 +22,8 @@ On the JAX backend the same names give Keras' own `keras.distribution.DataParall
   every device of every process. Process 0 writes the run folder.
 
 JAX splits every batch evenly across the devices, so `even_batches` tops up the one short
-batch of an epoch with copies of its own first images (at most `num_devices - 1` of them).
+batch of an epoch with copies of its own first images (at most `num_devices - 1` of them),
+and with several processes gives each its share of every batch.
 
 The rule for batches and learning rates, whatever the strategy:
 
@@ -172,7 +173,10 @@ def _jax_distribution(name: str) -> KerasDistribution:
     devices = keras.distribution.list_devices()
     if len(devices) == 1:
         return KerasDistribution()
-    return KerasDistribution(keras.distribution.DataParallel(devices=devices))
+    # Each process keeps its share of every batch itself (`even_batches`).
+    return KerasDistribution(
+        keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+    )
 
 
 def run_scope(strategy):
@@ -186,19 +190,38 @@ def run_scope(strategy):
     return contextlib.nullcontext()
 
 
-def num_devices() -> int:
-    """The devices of the current `keras.distribution` (JAX), else 1."""
+def batch_split() -> dict:
+    """How the current `keras.distribution` (JAX) splits a batch: `even_batches`' arguments.
+
+    Example:
+        >>> batch_split()  # No distribution, or TensorFlow.
+        {'num_devices': 1, 'num_processes': 1, 'process_index': 0}
+    """
     distribution = keras.distribution.distribution()
-    return 1 if distribution is None else int(distribution.device_mesh.devices.size)
+    if distribution is None:
+        return {"num_devices": 1, "num_processes": 1, "process_index": 0}
+    return {
+        "num_devices": int(distribution.device_mesh.devices.size),
+        "num_processes": distribution.num_processes,
+        "process_index": distribution.data_shard_id,
+    }
 
 
-def even_batches(dataset: tf.data.Dataset | None, num_devices: int) -> tf.data.Dataset | None:
-    """Tops up each short batch of `dataset` to a multiple of `num_devices`.
+def even_batches(
+    dataset: tf.data.Dataset | None,
+    num_devices: int,
+    *,
+    num_processes: int = 1,
+    process_index: int = 0,
+) -> tf.data.Dataset | None:
+    """Tops up each short batch to a multiple of `num_devices`; keeps this process's share.
 
     JAX shards every batch evenly across the devices of a `DataParallel`, and fails on a
     batch that does not split. Only the last batch of an epoch can be short; it gets copies
-    of its own first images (at most `num_devices - 1`, so they barely weigh). TensorFlow's
-    strategies split batches unevenly and need none of this (`num_devices()` is 1 there).
+    of its own first images (at most `num_devices - 1`, so they barely weigh). With several
+    processes, each then keeps its own consecutive part of every batch (the datasets hold
+    decoded images, and every process reads the same sequence, as with `shard_by_data`).
+    TensorFlow's strategies split batches unevenly and need none of this.
 
     Example:
         >>> dataset = tf.data.Dataset.range(5).batch(4).map(lambda x: (x, x))
@@ -210,7 +233,9 @@ def even_batches(dataset: tf.data.Dataset | None, num_devices: int) -> tf.data.D
 
     def top_up(*batch):
         size = tf.shape(tf.nest.flatten(batch)[0])[0]
-        rows = tf.range(-(-size // num_devices) * num_devices) % size
+        padded = -(-size // num_devices) * num_devices
+        share = padded // num_processes
+        rows = tf.range(share * process_index, share * (process_index + 1)) % size
         return tf.nest.map_structure(lambda tensor: tf.gather(tensor, rows), batch)
 
     return dataset.map(top_up, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -74,10 +74,10 @@ def fit(model, train_data, validation_data=None, *, epochs, initial_epoch=0, **f
     """
     kill_point("fit_begin")
     fit_kwargs.setdefault("verbose", "auto" if sys.stdout.isatty() else 2)
-    devices = distribute.num_devices()  # JAX shards every batch evenly across them.
+    split = distribute.batch_split()  # On JAX, every batch is split evenly across devices.
     history = model.fit(
-        distribute.even_batches(train_data, devices),
-        validation_data=distribute.even_batches(validation_data, devices),
+        distribute.even_batches(train_data, **split),
+        validation_data=distribute.even_batches(validation_data, **split),
         epochs=initial_epoch + epochs,
         initial_epoch=initial_epoch,
         shuffle=False,
