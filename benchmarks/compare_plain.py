@@ -22,6 +22,10 @@ ImageNet weights are not needed for timing (`--weights none`, the default here);
 
     python benchmarks/compare_plain.py                      # about 10 minutes on 2 CPU cores
     python benchmarks/compare_plain.py --repeats 3 --json results.json
+    python benchmarks/compare_plain.py --backend jax        # the same table on Keras' JAX
+
+`--backend` sets `KERAS_BACKEND` for every worker; both recipes read the images through
+tf.data on either backend.
 """
 
 from __future__ import annotations
@@ -106,12 +110,14 @@ def _plain_datasets(data, epochs: int):
 
     Returns the training and validation datasets and the training steps per epoch.
     """
-    import keras
+    import tensorflow as tf
 
     from tlkeras.data import epoch_dataset
 
     def preprocess(images, labels):
-        return keras.applications.vgg16.preprocess_input(images), labels
+        # keras.applications.vgg16.preprocess_input ("caffe": RGB to BGR, minus the ImageNet
+        # means) in TensorFlow ops, since tf.data runs TensorFlow whatever the Keras backend.
+        return images[..., ::-1] - tf.constant([103.939, 116.779, 123.68]), labels
 
     images, labels = data.arrays["train"]
     train_ds, steps = epoch_dataset(
@@ -215,7 +221,7 @@ def _forward_throughput(model, data) -> float:
 
     bottom, _ = split_model(model)
     images = data.dataset("train", shuffle=False)
-    bottom.predict_on_batch(next(iter(images))[0])  # Trace and compile first.
+    bottom.predict_on_batch(next(iter(images))[0].numpy())  # Trace and compile first.
     start = time.perf_counter()
     bottom.predict(images, verbose=0)
     return len(data.arrays["train"][0]) / (time.perf_counter() - start)
@@ -234,6 +240,7 @@ def make_subset(folder: Path, per_class: int) -> None:
 
 def run_worker(job: dict, verbose: bool) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    env["KERAS_BACKEND"] = job["backend"]
     process = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(job)],
         capture_output=True,
@@ -262,6 +269,7 @@ def plan(args, data_dir: str, scratch: str) -> list[dict]:
         epochs=args.epochs,
         seed=args.seed,
         weights=args.weights,
+        backend=args.backend,
     )
     jobs = []
     for repeat in range(args.repeats):
@@ -296,7 +304,8 @@ def report(results: list[dict], args) -> str:
     lines = [
         f"VGG16 at {args.image_size} px, {first['num_train']} training and {first['num_val']} "
         f"validation images ({args.per_class} per digit), batch {args.batch_size}, "
-        f"{args.epochs} epochs, seed {args.seed}, weights={args.weights}; "
+        f"{args.epochs} epochs, seed {args.seed}, weights={args.weights}, "
+        f"Keras backend {args.backend}; "
         f"medians of {args.repeats} run(s).",
         "",
         _row(
@@ -452,6 +461,12 @@ def main(argv=None) -> int:
         help="(default: %(default)s)",
     )
     parser.add_argument("--weights", default="none", help="none or imagenet (default: none)")
+    parser.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax"),
+        default=os.environ.get("KERAS_BACKEND", "tensorflow"),
+        help="Keras backend of every worker (default: $KERAS_BACKEND or tensorflow)",
+    )
     parser.add_argument("--json", help="also write every measurement to this file")
     parser.add_argument("--verbose", action="store_true", help="show the workers' output")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -461,7 +476,7 @@ def main(argv=None) -> int:
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
 
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine()}; Keras backend: {args.backend}")
     scratch = tempfile.mkdtemp(prefix="tlkeras-benchmark-")
     began = time.perf_counter()
     try:
