@@ -129,7 +129,9 @@ def trial(data_dir, run_dir, cache, reference, duration, rng) -> dict:
             points = f.read().split()
     code, _ = run(command(data_dir, run_dir, cache, resume=True), timeout=1800)
     same = code == 0 and same_result(run_dir, reference)
-    return {"killed": killed, "phase": phase_of(points), "resumed": code == 0, "same": same}
+    last = points[-1] if points else "-"
+    return {"killed": killed, "phase": phase_of(points), "after": last, "resumed": code == 0,
+            "same": same}  # fmt: skip
 
 
 def main() -> None:

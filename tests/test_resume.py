@@ -242,3 +242,38 @@ def test_killed_right_after_an_epoch_commits_still_has_that_epochs_best_model(da
     np.testing.assert_allclose(
         best.predict(images, verbose=0), run.model.predict(images, verbose=0)
     )
+
+
+# One kill point per phase of a run (see tlkeras.guards.kill_point), in the order they come.
+KILL_POINTS = [
+    "loaded",  # The folder is scanned and decoded; nothing is saved yet.
+    "features_cached",  # Stage 1's features are cached; no epoch has run.
+    "best_saved:1",  # best.keras of epoch 1 is written, its checkpoint is not.
+    "stage2_begin",  # The switch: stage 1 is over, stage 2 has not run.
+    "checkpoint_saved:4",  # The last epoch is committed; the final save has not started.
+    "run_file_saved",  # The final save: model.keras is written, config.json is not.
+    "finished",  # Everything is saved; the process has not exited.
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_kill_in_any_phase_resumes_to_the_uninterrupted_result(
+    data_dir, reference, tmp_path, point
+):
+    out = str(tmp_path / "run")
+    command = [sys.executable, "-m", "tlkeras", "train", data_dir, *CLI_FLAGS]
+    env = {**os.environ, "TLKERAS_KILL_AT": point}
+    killed = subprocess.run([*command, "--out", out], env=env, capture_output=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+
+    resumed = subprocess.run([*command, "--resume", out], capture_output=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    if point == "finished":
+        assert b"has already finished" in resumed.stdout
+    run = tl.load_run(out)
+    assert run.history["stage"] == reference.history["stage"] == [1, 1, 2, 2]
+    for key, values in reference.history.items():
+        np.testing.assert_allclose(run.history[key], values, rtol=0, atol=1e-5)
+    for got, want in zip(run.model.get_weights(), reference.model.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -199,7 +199,8 @@ def kill_point(name: str) -> None:
 
     The points of `tlkeras.train`: `loading`, `loaded` (the data folder scanned and decoded),
     `stage1_begin`, `features_cached`, `fit_begin`, `best_saved`, `checkpoint_saved`,
-    `stage1_end`, the same for stage 2, `saving`, `run_file_saved` and `finished`.
+    `stage1_end`, the same for stage 2, `saving`, `run_file_saved` (the final `model.keras`
+    written, the other run files not yet) and `finished`.
 
     Example:
         TLKERAS_KILL_AT=checkpoint_saved:2 python -m tlkeras train ...   # after epoch 2

@@ -42,6 +42,7 @@ import shutil
 import keras
 
 from tlkeras.files import TEMPORARY_PREFIX, atomic_write, remove_temporary_files
+from tlkeras.guards import kill_point
 from tlkeras.saving import check_class_count, check_class_names, load_model, save_model
 
 MODEL_FILE = "model.keras"
@@ -282,6 +283,7 @@ def save_run(run_dir, *, model, class_names, config, history) -> Run:
     save_model(
         os.path.join(run_dir, MODEL_FILE), model, class_names=class_names, metadata=metadata
     )
+    kill_point("run_file_saved")  # The model is written, the rest is not: a test hook.
     atomic_write(os.path.join(run_dir, CLASS_NAMES_FILE), _json(list(class_names)))
     atomic_write(os.path.join(run_dir, CONFIG_FILE), _json(config))
     atomic_write(os.path.join(run_dir, HISTORY_FILE), _json(history))

@@ -319,9 +319,11 @@ def train(config: TrainConfig, *, callbacks=None) -> runs.Run:
         with StopOnInterrupt() as interrupt:
             for number, stage in plan_stages(config, state, data, strategy):
                 with _explain_stops(config, state, stage=number):
+                    kill_point(f"stage{number}_begin")
                     run_callbacks = _stage_callbacks(config, state, data, stage=number)
                     callbacks_now = [*run_callbacks, *callbacks, interrupt]
                     fit_stage(model, data, stage=stage, callbacks=callbacks_now)
+                    kill_point(f"stage{number}_end")
         with _explain_stops(config, state, stage=len(state.histories)):
             run = _save(config, state, data, model, strategy)
     return _as_chief_run(run, config.out, run_dir)
