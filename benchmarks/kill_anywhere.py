@@ -1,17 +1,20 @@
 r"""Soak: SIGKILL `tlkeras train` at a moment drawn uniformly over the whole run, then resume.
 
 Each trial starts `python -m tlkeras train` on a tiny generated data set (VGG16 with random
-weights, 32 px, 12 training images, 1 + 1 epochs, --deterministic), kills it once with SIGKILL
-at a moment drawn uniformly from process start to the end of an uninterrupted run, then
-runs the same command with `--resume` and checks that it exits 0 with the uninterrupted
-run's history (identical) and weights (within 1e-5). Trials cover `--cache auto`, `off` and
-`disk`, on an idle machine and beside a busy-loop process per core ("loaded"), since load
-moves where the kills land.
+weights, 32 px, 12 training images, 1 + 1 epochs, --deterministic) and kills it with
+SIGKILL at a moment drawn uniformly from process start to the end of an uninterrupted run.
+Then it runs the same command with `--resume`, kills that too at a moment drawn the same
+way, and so on until a process finishes first. The run must then have exited 0 with the
+uninterrupted run's history (identical) and weights (within 1e-5). So kills also land in
+resumed processes: while they restore the checkpoint, and in the middle of a stage.
+Trials cover `--cache auto`, `off` and `disk`, on an idle machine and beside a busy-loop
+process per core ("loaded"), since load moves where the kills land.
 
 The phase each kill landed in comes from `TLKERAS_PHASE_LOG` (see `tlkeras.guards.kill_point`):
 start-up (imports, building the model and the run folder), scan (listing and decoding the
 folder), cache (stage 1's features), stage 1, switch (between stage 1's last epoch and stage
-2's first, stage 2's features included), stage 2 and the final save.
+2's first, stage 2's features included), stage 2 and the final save. Each kill line also
+says the last point reached before it ("after").
 
     python benchmarks/kill_anywhere.py --kills 102 --seed 0 \
         | tee benchmarks/results/kill_anywhere.txt
@@ -105,33 +108,45 @@ def same_result(run_dir: str, reference_dir: str) -> bool:
     return all(np.allclose(a, b, rtol=0, atol=1e-5) for a, b in pairs)
 
 
-def trial(data_dir, run_dir, cache, reference, duration, rng) -> dict:
-    """Starts a run, SIGKILLs it once at a uniform moment, resumes it; returns what happened."""
+def trial(data_dir, run_dir, cache, reference, duration, rng, *, max_kills=20) -> list[dict]:
+    """Runs `train` until it completes, SIGKILLing each process at a uniform moment.
+
+    The first process starts the run; each one after it resumes it (`--resume`, as a user
+    would after a kill), and is killed in turn at a moment drawn from the same range, until
+    one finishes before its moment comes (a process that exits with an error also ends the
+    trial). Returns one record per kill: the phase it landed in, the last point reached,
+    whether the run then completed with exit 0 (`resumed`), and with the uninterrupted
+    run's result (`same`).
+    """
     log = run_dir + ".phases"
-    env = {**os.environ, "TLKERAS_PHASE_LOG": log}
-    process = subprocess.Popen(
-        command(data_dir, run_dir, cache, resume=False),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    delay = rng.uniform(0, duration)
-    try:
-        process.wait(timeout=delay)
-        killed = False  # It finished first: no kill in this trial.
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        killed = True
-    points = []
-    if os.path.exists(log):
-        with open(log) as f:
-            points = f.read().split()
-    code, _ = run(command(data_dir, run_dir, cache, resume=True), timeout=1800)
+    kills, resume = [], False
+    while True:
+        if os.path.exists(log):
+            os.remove(log)
+        process = subprocess.Popen(
+            command(data_dir, run_dir, cache, resume=resume),
+            env={**os.environ, "TLKERAS_PHASE_LOG": log},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            code = process.wait(
+                timeout=rng.uniform(0, duration) if len(kills) < max_kills else None
+            )
+            break  # It finished (or failed) before its moment came.
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        points = []
+        if os.path.exists(log):
+            with open(log) as f:
+                points = f.read().split()
+        kills.append({"phase": phase_of(points), "after": points[-1] if points else "-"})
+        resume = True
     same = code == 0 and same_result(run_dir, reference)
-    last = points[-1] if points else "-"
-    return {"killed": killed, "phase": phase_of(points), "after": last, "resumed": code == 0,
-            "same": same}  # fmt: skip
+    for kill in kills:
+        kill.update(resumed=code == 0, same=same)
+    return kills
 
 
 def main() -> None:
@@ -159,18 +174,16 @@ def main() -> None:
                     while kills < per_config:
                         attempts += 1
                         run_dir = os.path.join(root, f"run-{cache}-{load}-{attempts}")
-                        result = trial(data_dir, run_dir, cache, reference, duration, rng)
-                        if not result["killed"]:
-                            continue
-                        kills += 1
-                        row = table[result["phase"]]
-                        row["kills"] += 1
-                        row["resumed"] += result["resumed"]
-                        row["same"] += result["same"]
-                        row[f"kills {load}"] += 1
-                        if not (result["resumed"] and result["same"]):
-                            failures.append((load, cache, result))
-                        print(f"  kill {kills:>2}: {result}", flush=True)
+                        for result in trial(data_dir, run_dir, cache, reference, duration, rng):
+                            kills += 1
+                            row = table[result["phase"]]
+                            row["kills"] += 1
+                            row["resumed"] += result["resumed"]
+                            row["same"] += result["same"]
+                            row[f"kills {load}"] += 1
+                            if not (result["resumed"] and result["same"]):
+                                failures.append((load, cache, result))
+                            print(f"  kill {kills:>2} (run {attempts}): {result}", flush=True)
             finally:
                 for process in hog:
                     process.kill()
