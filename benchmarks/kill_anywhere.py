@@ -158,35 +158,42 @@ def main() -> None:
     per_config = -(-args.kills // (len(CACHES) * len(LOADS)))
     table = collections.defaultdict(collections.Counter)
     failures = []
-    with tempfile.TemporaryDirectory() as root:
-        data_dir = write_data(os.path.join(root, "data"))
-        for load in LOADS:
-            hog = start_hog() if load == "loaded" else []
-            try:
-                for cache in CACHES:
-                    reference = os.path.join(root, f"reference-{cache}-{load}")
-                    code, duration = run(command(data_dir, reference, cache, resume=False))
-                    assert code == 0, f"the uninterrupted run failed: {code}"
-                    print(
-                        f"{load}, --cache {cache}: uninterrupted run {duration:.1f} s", flush=True
-                    )
-                    kills = attempts = 0
-                    while kills < per_config:
-                        attempts += 1
-                        run_dir = os.path.join(root, f"run-{cache}-{load}-{attempts}")
-                        for result in trial(data_dir, run_dir, cache, reference, duration, rng):
-                            kills += 1
-                            row = table[result["phase"]]
-                            row["kills"] += 1
-                            row["resumed"] += result["resumed"]
-                            row["same"] += result["same"]
-                            row[f"kills {load}"] += 1
-                            if not (result["resumed"] and result["same"]):
-                                failures.append((load, cache, result))
-                            print(f"  kill {kills:>2} (run {attempts}): {result}", flush=True)
-            finally:
-                for process in hog:
-                    process.kill()
+    stopped = False
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            data_dir = write_data(os.path.join(root, "data"))
+            for load in LOADS:
+                hog = start_hog() if load == "loaded" else []
+                try:
+                    for cache in CACHES:
+                        reference = os.path.join(root, f"reference-{cache}-{load}")
+                        code, duration = run(command(data_dir, reference, cache, resume=False))
+                        assert code == 0, f"the uninterrupted run failed: {code}"
+                        print(
+                            f"{load}, --cache {cache}: uninterrupted run {duration:.1f} s",
+                            flush=True,
+                        )
+                        kills = attempts = 0
+                        while kills < per_config:
+                            attempts += 1
+                            run_dir = os.path.join(root, f"run-{cache}-{load}-{attempts}")
+                            for result in trial(
+                                data_dir, run_dir, cache, reference, duration, rng
+                            ):
+                                kills += 1
+                                row = table[result["phase"]]
+                                row["kills"] += 1
+                                row["resumed"] += result["resumed"]
+                                row["same"] += result["same"]
+                                row[f"kills {load}"] += 1
+                                if not (result["resumed"] and result["same"]):
+                                    failures.append((load, cache, result))
+                                print(f"  kill {kills:>2} (run {attempts}): {result}", flush=True)
+                finally:
+                    for process in hog:
+                        process.kill()
+    except KeyboardInterrupt:  # Ctrl-C: the table of the kills so far.
+        stopped = True
     print()
     header = f"{'phase':<11} {'kills':>5} {'idle':>5} {'loaded':>6} {'resume exit 0':>13}"
     print(header + f" {'same result':>11}")
@@ -203,6 +210,8 @@ def main() -> None:
         f"{totals['kills loaded']:>6} {totals['resumed']:>13} {totals['same']:>11}"
     )
     print(f"failures: {failures or 'none'}")
+    if stopped:
+        print("stopped early (Ctrl-C): the table holds the kills made until then")
 
 
 if __name__ == "__main__":
