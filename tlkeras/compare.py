@@ -32,7 +32,6 @@ import dataclasses
 import io
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -44,6 +43,7 @@ from tlkeras.evaluate import recorded_split
 from tlkeras.files import atomic_write
 from tlkeras.images import load_images
 from tlkeras.model import resolve_image_size
+from tlkeras.quiet import progress_verbose
 from tlkeras.runs import MODEL_FILE
 
 COLUMNS = (
@@ -146,8 +146,8 @@ def _timed_predict(model, images, batch_size: int) -> tuple[np.ndarray, float]:
     """Predicts the images and measures images per second, after one warm-up batch."""
     model.predict(make_dataset(images[:batch_size], batch_size=batch_size), verbose=0)
     start = time.perf_counter()
-    bar = 1 if sys.stdout.isatty() else 0  # A progress bar on a terminal only.
-    predictions = model.predict(make_dataset(images, batch_size=batch_size), verbose=bar)
+    dataset = make_dataset(images, batch_size=batch_size)
+    predictions = model.predict(dataset, verbose=progress_verbose())
     return predictions, len(images) / (time.perf_counter() - start)
 
 

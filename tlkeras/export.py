@@ -40,7 +40,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import uuid
 import warnings
@@ -51,6 +50,7 @@ import tensorflow as tf
 from tlkeras import files, runs, saving
 from tlkeras.evaluate import evaluation_split, recorded_split
 from tlkeras.images import load_images
+from tlkeras.quiet import progress_verbose
 from tlkeras.scan import find_split_folders
 
 # Format name -> default file or folder name inside RUN_DIR/export/.
@@ -336,7 +336,9 @@ def check_export(run: runs.Run, result: Export, images) -> dict:
         0.99
     """
     images = np.asarray(images)
-    expected = run.model.predict(images.astype("float32"), batch_size=64, verbose=_bar())
+    expected = run.model.predict(
+        images.astype("float32"), batch_size=64, verbose=progress_verbose()
+    )
     return compare_probabilities(expected, exported_probabilities(result, images))
 
 
@@ -381,11 +383,6 @@ def compare_probabilities(expected, actual, *, near_tie: float = NEAR_TIE) -> di
     }
 
 
-def _bar() -> int:
-    """Keras' progress bar on a terminal, nothing in a log."""
-    return 1 if sys.stdout.isatty() else 0
-
-
 def exported_probabilities(result: Export, images) -> np.ndarray:
     """Class probabilities of an export, computed by its own runtime (see `check_export`)."""
     images = np.asarray(images)
@@ -396,7 +393,7 @@ def exported_probabilities(result: Export, images) -> np.ndarray:
         batches = [images[i : i + 64] for i in range(0, len(images), 64)]
         return np.concatenate([loaded.serve(tf.constant(b, tf.float32)).numpy() for b in batches])
     model = runs.load_run(result.path).model
-    return model.predict(images.astype("float32"), batch_size=64, verbose=_bar())
+    return model.predict(images.astype("float32"), batch_size=64, verbose=progress_verbose())
 
 
 def convert_to_tflite(model, *, quantization: str = "none", calibration_images=None) -> bytes:

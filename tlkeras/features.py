@@ -41,7 +41,6 @@ import dataclasses
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 
@@ -58,6 +57,7 @@ from tlkeras.guards import kill_point
 from tlkeras.memory import available_memory
 from tlkeras.model import backbone_of, get_base, strategy_scope
 from tlkeras.precision import precision_scope
+from tlkeras.quiet import progress_verbose
 
 #: Where features can be kept: "auto" picks "memory" or "disk" from their size.
 STORAGES = ("auto", "memory", "disk")
@@ -347,7 +347,7 @@ def cache_features(
         f"({'x'.join(map(str, feature_shape))} {np.dtype(dtype).name} each, "
         f"{_describe_size(nbytes)}) {'in memory' if where == 'memory' else 'on disk at ' + path}"
     )
-    verbose = 1 if sys.stdout.isatty() else 2  # A moving bar, or one line in logs.
+    verbose = progress_verbose(in_a_log=2)  # A moving bar, or one line in logs.
     progress = keras.utils.Progbar(passes * len(images), verbose=verbose, unit_name="image")
     forward = _forward_function(bottom, images.shape[1:])
     augment = augmentation_layer(augment, seed=data.seed)  # One layer: other draws each pass.

@@ -40,6 +40,15 @@ QUIET_LOGGERS = ("tensorflow", "absl", "jax", "jax._src.xla_bridge", "h5py")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+def progress_verbose(in_a_log: int = 0) -> int:
+    """Keras' `verbose` for a progress bar: a moving bar on a terminal, `in_a_log` otherwise.
+
+    Example:
+        >>> model.predict(images, verbose=progress_verbose())  # doctest: +SKIP
+    """
+    return 1 if sys.stdout.isatty() else in_a_log
+
+
 @contextlib.contextmanager
 def quiet(enabled: bool = True) -> Iterator[None]:
     """Silences the start-up and log lines of TensorFlow and friends inside the block.
