@@ -140,7 +140,7 @@ def trial(data_dir, run_dir, cache, reference, duration, rng, *, max_kills=20) -
         points = []
         if os.path.exists(log):
             with open(log) as f:
-                points = f.read().split()
+                points = [line.split()[0] for line in f if line.strip()]
         kills.append({"phase": phase_of(points), "after": points[-1] if points else "-"})
         resume = True
     same = code == 0 and same_result(run_dir, reference)

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import keras
 import numpy as np
@@ -194,8 +195,9 @@ def kill_point(name: str) -> None:
 
     `TLKERAS_KILL_AT=NAME` kills the first time the point is reached, `NAME:N` the N-th
     time. Tests use it to kill a run at an exact moment (between two writes, say) instead
-    of sleeping and hoping. `TLKERAS_PHASE_LOG=FILE` appends every point reached to FILE,
-    so a benchmark can tell in which phase its kill landed. Unset, it does nothing.
+    of sleeping and hoping. `TLKERAS_PHASE_LOG=FILE` appends a line `NAME UNIX_TIME` to FILE
+    at every point reached, so a benchmark can tell in which phase its kill landed and how
+    long each phase took. Unset, it does nothing.
 
     The points of `tlkeras.train`: `loading`, `loaded` (the data folder scanned and decoded),
     `stage1_begin`, `features_cached`, `fit_begin`, `best_saved`, `checkpoint_saved`,
@@ -208,7 +210,7 @@ def kill_point(name: str) -> None:
     log = os.environ.get(PHASE_LOG)
     if log:
         with open(log, "a", encoding="utf-8") as f:
-            f.write(name + "\n")
+            f.write(f"{name} {time.time():.3f}\n")
     wanted = os.environ.get(KILL_AT)
     if not wanted:
         return
