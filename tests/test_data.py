@@ -97,15 +97,39 @@ def test_pipeline_is_cached_batched_and_seeded(image_folder, monkeypatch):
 
 
 def test_without_cache_the_same_images_are_read(image_folder, monkeypatch):
+    cached = tl.load_data(image_folder, image_size=32, batch_size=5, verbose=False)
     monkeypatch.setattr(data_module, "memory_budget", lambda: 1000)  # < 24 * 32 * 32 * 3
     data = tl.load_data(image_folder, image_size=32, batch_size=5, verbose=False)
-    assert not data.cache
-    cached = tl.load_data(image_folder, image_size=32, batch_size=5, verbose=False)
+    assert cached.cache and not data.cache
     np.testing.assert_array_equal(
         batches(data.dataset("val"))[0], batches(cached.dataset("val"))[0]
     )
     images, labels = batches(data.dataset("train"))
     assert len(images) == len(data.folder.splits["train"])
+
+
+def test_training_epochs_stream_the_same_batches_when_the_images_do_not_fit(
+    image_folder, monkeypatch
+):
+    cached = tl.load_data(image_folder, image_size=32, batch_size=3, seed=5, verbose=False)
+    want, steps = cached.epoch_dataset(initial_epoch=1, epochs=3)
+    want = list(want.as_numpy_iterator())
+
+    def no_whole_split(*args, **kwargs):
+        raise AssertionError("decoded a whole split into memory")
+
+    monkeypatch.setattr(data_module, "memory_budget", lambda: 1000)  # < 24 * 32 * 32 * 3
+    monkeypatch.setattr(data_module, "load_images", no_whole_split)
+    streamed = tl.load_data(image_folder, image_size=32, batch_size=3, seed=5, verbose=False)
+    assert cached.cache and not streamed.cache
+    got, streamed_steps = streamed.epoch_dataset(initial_epoch=1, epochs=3)
+    got = list(got.as_numpy_iterator())
+    assert steps == streamed_steps == 7  # 20 training images in batches of 3, per epoch
+    assert [len(labels) for _, labels in got] == [3, 3, 3, 3, 3, 3, 2] * 2
+    assert len(got) == len(want)
+    for (images, labels), (want_images, want_labels) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(labels, want_labels)
+        np.testing.assert_array_equal(images, want_images)
 
 
 def test_a_file_broken_after_the_scan_is_skipped_not_fatal(image_folder):

@@ -13,6 +13,11 @@ first epoch the decoded images come from the in-memory cache. A file that breaks
 pre-scan (deleted, or rewritten while training runs) is skipped with a warning, so a run
 never stops mid-epoch because of a file.
 
+Training reads `Data.epoch_dataset`, whose order depends only on `(seed, epoch)` so that a
+resumed run sees the batches an uninterrupted one would. When the images fit in a quarter of
+the memory (`CACHE_MEMORY_FRACTION`) they are decoded once; otherwise every epoch decodes
+them as it reads them, and no step holds a whole split in memory.
+
 See `tlkeras.scan` for the folder layouts.
 
 Example:
@@ -239,7 +244,12 @@ class Data:
     cache: bool = True
 
     def dataset(
-        self, split: str = "train", *, shuffle: bool | None = None, augment=None
+        self,
+        split: str = "train",
+        *,
+        shuffle: bool | None = None,
+        augment=None,
+        cache: bool | None = None,
     ) -> tf.data.Dataset:
         """A tf.data pipeline over one split (see `make_file_dataset`).
 
@@ -249,6 +259,8 @@ class Data:
             augment: Augmentation for the training split only: `"none"`, `"light"`,
                 `"strong"`, a `tlkeras.augment.Augmentation`, or a Keras layer. Defaults to
                 None (no augmentation).
+            cache: Keep the decoded images in memory after the first pass. Defaults to
+                `self.cache`; pass False for a single pass, which has nothing to reuse.
 
         Returns:
             A dataset of `(images, labels)` batches; images are float32 RGB in [0, 255].
@@ -277,9 +289,43 @@ class Data:
             batch_size=self.batch_size,
             shuffle=split == "train" if shuffle is None else shuffle,
             seed=self.seed,
-            cache=self.cache,
+            cache=self.cache if cache is None else cache,
             augment=layer,
         )
+
+    def epoch_dataset(
+        self, split: str = "train", *, initial_epoch: int = 0, epochs: int = 1, augment=None
+    ) -> tuple[tf.data.Dataset, int]:
+        """Training batches in the `(seed, epoch)` order of `epoch_batches`, for a resumable fit.
+
+        When the images fit in memory (`self.cache`), they are decoded once and each batch
+        is gathered from the array (`epoch_dataset`). Otherwise they are decoded as they are
+        read, in tf.data's parallel map (`epoch_file_dataset`), and memory holds a few
+        batches whatever the size of the folder. Both give the same batches.
+
+        Args:
+            split: The split to train on. Defaults to `"train"`.
+            initial_epoch: The first epoch (0-based) the dataset holds. Defaults to 0.
+            epochs: The epoch to stop before, as in `model.fit`. Defaults to 1.
+            augment: A Keras layer applied to each batch with `training=True`, or `None`.
+
+        Returns:
+            `(dataset, steps_per_epoch)`, for `fit(..., steps_per_epoch=steps_per_epoch)`.
+
+        Example:
+            >>> train_ds, steps = data.epoch_dataset(initial_epoch=2, epochs=5)
+        """
+        options = dict(
+            batch_size=self.batch_size,
+            seed=self.seed,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            augment=augment,
+        )
+        if self.cache:
+            return epoch_dataset(*self.arrays[split], **options)
+        files = self.folder.splits[split]
+        return epoch_file_dataset(files.paths, files.labels, image_size=self.image_size, **options)
 
     def class_weight(self, mode: str | None = "balanced") -> dict[int, float] | None:
         """Class weights for `model.fit(class_weight=...)`, from the training split.
@@ -307,7 +353,8 @@ class Data:
     def arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Every split decoded into `(images, labels)` numpy arrays (on first access).
 
-        Holds all images in memory at once; `dataset` streams and caches them instead.
+        Holds all images in memory at once; `dataset` and `epoch_dataset` stream them
+        instead when they do not fit (`Data.cache` is False).
         """
         return {
             name: (load_images(files.paths, self.image_size), files.labels)
@@ -447,13 +494,19 @@ def epoch_batches(
     _check_batch_size(batch_size)
 
     def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(num_images), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-        )
+        order = epoch_order(num_images, seed=seed, epoch=epoch)
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
         return batches.map(lambda indices: (epoch, indices))
 
     return tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+
+
+def epoch_order(num_images: int, *, seed: int, epoch) -> tf.Tensor:
+    """The order epoch `epoch` visits the images in: `stateless_shuffle` seeded `(seed, epoch)`."""
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(num_images),
+        seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]),
+    )
 
 
 def epoch_dataset(
@@ -507,3 +560,55 @@ def epoch_dataset(
     if augment is not None:
         dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
     return dataset.prefetch(tf.data.AUTOTUNE), -(-len(images) // batch_size)
+
+
+def epoch_file_dataset(
+    paths,
+    labels,
+    *,
+    image_size,
+    batch_size: int = 32,
+    seed: int = 0,
+    initial_epoch: int = 0,
+    epochs: int = 1,
+    augment=None,
+) -> tuple[tf.data.Dataset, int]:
+    """`epoch_dataset` for files: the same batches, decoded as they are read.
+
+    Each epoch visits the files in `epoch_order` and decodes them in tf.data's parallel map
+    with `tlkeras.images.load_image`, so memory holds a few batches however many files
+    there are. A file that breaks after the pre-scan is skipped with a warning and the
+    epoch is topped up with the next file of its order, so every epoch keeps its length.
+
+    Args:
+        paths: Image file paths.
+        labels: Integer labels, one per path.
+        image_size: An int or `(height, width)` every image is resized to.
+        batch_size, seed, initial_epoch, epochs, augment: As for `epoch_dataset`.
+
+    Returns:
+        `(dataset, steps_per_epoch)`: float32 pixel batches in [0, 255] with int32 labels,
+        and the number of batches in one epoch.
+
+    Example:
+        >>> train_ds, steps = epoch_file_dataset(paths, labels, image_size=160, epochs=3)
+    """
+    _check_batch_size(batch_size)
+    decode = functools.partial(_decode, image_size=_check_image_size(image_size))
+    paths = tf.constant([os.fsencode(os.fspath(p)) for p in paths], tf.string)
+    labels = tf.constant(np.asarray(labels, "int32"))
+    num_images = len(labels)
+
+    def one_epoch(epoch):
+        order = epoch_order(num_images, seed=seed, epoch=epoch)
+        files = tf.data.Dataset.from_tensor_slices(
+            (tf.gather(paths, order), tf.gather(labels, order))
+        )
+        images = files.repeat().map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        return images.filter(_was_read).map(_without_flag).take(num_images).batch(batch_size)
+
+    dataset = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+    dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:
+        dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
+    return dataset.prefetch(tf.data.AUTOTUNE), -(-num_images // batch_size)

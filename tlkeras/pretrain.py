@@ -267,7 +267,7 @@ def pretrain(config: PretrainConfig) -> runs.Run:
     )
     runs.check_free_space(config.out, num_params=model.count_params())
     clear_pretrain_folder(config.out)  # Only after the checks: empty unless overwrite.
-    train_data, num_images = data.dataset("train"), len(data.arrays["train"][1])
+    train_data, num_images = data.dataset("train"), len(data.folder.splits["train"])
     if num_images >= config.batch_size:
         train_data = whole_batches(train_data, batch_size=config.batch_size, num_images=num_images)
     history = fit_whole_model(
