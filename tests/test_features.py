@@ -8,13 +8,17 @@ import pytest
 from conftest import write_class_folders
 
 import tlkeras as tl
+from tlkeras import data as data_module
+from tlkeras import features as features_module
 from tlkeras.augment import augmentation_layer
 from tlkeras.backbones import layer_blocks
 from tlkeras.data import epoch_dataset
 from tlkeras.features import (
+    DiskArray,
     FeatureCache,
     cache_features,
     choose_storage,
+    pooled_from_boundary,
     split_model,
 )
 from tlkeras.model import get_base
@@ -131,48 +135,97 @@ def test_fine_tuning_from_the_boundary_equals_end_to_end_fine_tuning(data, backb
     )
 
 
-def test_train_with_and_without_the_cache_gives_the_same_run(tmp_path):
-    """Both stages, VGG16 block5, class weights on: the same losses, epoch by epoch."""
+def _train(folder, out, *, cache):
+    config = TrainConfig(
+        folder,
+        out=str(out),
+        weights="none",
+        image_size=32,
+        batch_size=4,
+        epochs=2,
+        fine_tune_epochs=2,
+        fine_tune_learning_rate=1e-3,
+        dense_units=8,
+        patience=0,
+        class_weight="balanced",
+        cache=cache,
+    )
+    return tl.train(config)
+
+
+def test_train_with_and_without_the_cache_gives_the_same_run(tmp_path, monkeypatch):
+    """Both stages, VGG16 block5, class weights on: the same losses, epoch by epoch.
+
+    "auto" keeps one cache for both stages, "disk" writes it in shard files, and "larger
+    than memory" gives a memory budget smaller than every cache and every split: the
+    features go to disk and the images are decoded as they are read, never all at once.
+    """
     folder = write_class_folders(tmp_path / "data", {"cat": 12, "dog": 6})
-    runs = {}
-    for cache in ("off", "auto"):
-        config = TrainConfig(
-            folder,
-            out=str(tmp_path / cache),
-            weights="none",
-            image_size=32,
-            batch_size=4,
-            epochs=2,
-            fine_tune_epochs=2,
-            fine_tune_learning_rate=1e-3,
-            dense_units=8,
-            patience=0,
-            class_weight="balanced",
-            cache=cache,
-        )
-        runs[cache] = tl.train(config)
-    history, expected = runs["auto"].history, runs["off"].history
-    assert history["stage"] == expected["stage"] == [1, 1, 2, 2]
-    for key in ("loss", "val_loss"):
-        np.testing.assert_allclose(history[key], expected[key], rtol=1e-4)
-    weights = (runs["auto"].model.get_weights(), runs["off"].model.get_weights())
-    for got, want in zip(*weights, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+    calls = []
+    cache = features_module.cache_features
+    monkeypatch.setattr(
+        features_module, "cache_features", lambda *a, **k: calls.append(a[2]) or cache(*a, **k)
+    )
+    runs = {mode: _train(folder, tmp_path / mode, cache=mode) for mode in ("off", "auto", "disk")}
+    assert calls == ["train", "val", "train", "val"], "the frozen blocks ran once per run"
+
+    def no_whole_split(*args, **kwargs):
+        raise AssertionError("decoded a whole split into memory")
+
+    monkeypatch.setattr(features_module, "MEMORY_FRACTION", 1e-9)
+    monkeypatch.setattr(data_module, "memory_budget", lambda: 1000)
+    monkeypatch.setattr(data_module, "load_images", no_whole_split)
+    monkeypatch.setattr(features_module, "SHARD_BYTES", 3 * 2 * 2 * 512 * 4)  # 3 rows a shard
+    reads = []
+    read = DiskArray.__getitem__
+    monkeypatch.setattr(
+        DiskArray, "__getitem__", lambda a, k: reads.append(len(k[1])) or read(a, k)
+    )
+    for mode in ("off", "auto"):
+        runs[f"{mode}, larger than memory"] = _train(folder, tmp_path / f"{mode}-lm", cache=mode)
+    assert reads and max(reads) <= 4, "the disk cache is read a batch at a time"
+
+    expected = runs.pop("off")
+    for mode, run in runs.items():
+        history = run.history
+        assert history["stage"] == expected.history["stage"] == [1, 1, 2, 2], mode
+        for key in ("loss", "val_loss"):
+            np.testing.assert_allclose(
+                history[key], expected.history[key], rtol=1e-4, err_msg=mode
+            )
+        for got, want in zip(run.model.get_weights(), expected.model.get_weights(), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5, err_msg=mode)
 
 
-def test_disk_cache_holds_the_same_features_and_is_deleted_on_close(data):
+def test_disk_cache_holds_the_same_features_and_is_deleted_on_close(data, monkeypatch):
+    monkeypatch.setattr(features_module, "SHARD_BYTES", 5 * 2 * 2 * 512 * 4)  # 5 rows a shard
     model = tl.build_model("vgg16", num_classes=3, image_size=32, weights=None, dense_units=8)
     bottom, _ = split_model(model, num_blocks=1)
     with cache_features(bottom, data, "train", storage="memory") as in_memory:
         disk = cache_features(bottom, data, "train", storage="disk")
-        assert disk.storage == "disk" and os.path.isfile(disk.path)
-        assert isinstance(disk.features, np.memmap)
+        assert disk.storage == "disk" and isinstance(disk.features, DiskArray)
         assert disk.features.shape == (1, 18, 2, 2, 512)
-        np.testing.assert_array_equal(np.asarray(disk.features), in_memory.features)
-        np.testing.assert_array_equal(disk.labels, data.arrays["train"][1])
+        assert len(disk.features.paths) == 4, "18 images in shards of 5"
+        order = np.random.default_rng(0).permutation(18)
+        np.testing.assert_array_equal(disk.features[0, order], in_memory.features[0, order])
+        np.testing.assert_array_equal(disk.labels, data.folder.splits["train"].labels)
         path = disk.path
         disk.close()
         assert not os.path.exists(path)
+
+
+def test_disk_array_writes_and_reads_across_shards(tmp_path):
+    rows = np.arange(2 * 11 * 3, dtype="float32").reshape(2, 11, 3)
+    array = DiskArray(str(tmp_path), rows.shape, "float32", shard_bytes=4 * 3 * 4)
+    for index in range(2):
+        for start, stop in ((0, 3), (3, 10), (10, 11)):  # Writes that cross shard ends.
+            array[index, slice(start, stop)] = rows[index, start:stop]
+    array.flush()
+    indices = np.array([10, 0, 4, 3, 7, 7])
+    for index in range(2):
+        np.testing.assert_array_equal(array[index, indices], rows[index, indices])
+    assert len(os.listdir(tmp_path)) == 2 * 3, "11 rows in shards of 4, for each pass"
+    array.close()
 
 
 def test_choose_storage_decides_from_the_size():
@@ -323,5 +376,9 @@ def test_top_of_bottom_is_the_model_at_any_boundary(backbone, num_blocks):
     np.testing.assert_allclose(
         top.predict(features, verbose=0), model.predict(images, verbose=0), atol=1e-6
     )
+    # Stage 1's pooled features, derived from stage 2's boundary (one cache for both stages).
+    pooled = pooled_from_boundary(model, num_blocks).predict(features, verbose=0)
+    direct = split_model(model)[0].predict(images, verbose=0)
+    np.testing.assert_allclose(pooled, direct, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"Pass a number from 0 to 5\. Received: num_blocks=6"):
         split_model(model, 6)

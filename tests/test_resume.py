@@ -6,7 +6,6 @@ keeps these tests to about a minute on 2 CPU cores.
 
 import dataclasses
 import errno
-import importlib
 import json
 import os
 import random
@@ -162,8 +161,10 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(
 def test_nan_loss_keeps_the_last_checkpoint_and_resumes_with_a_lower_rate(
     data_dir, tmp_path, monkeypatch
 ):
-    def epoch_dataset_with_a_nan_in_epoch_2(*args, **kwargs):
-        dataset, steps = tl.data.epoch_dataset(*args, **kwargs)
+    epoch_dataset = tl.data.Data.epoch_dataset
+
+    def epoch_dataset_with_a_nan_in_epoch_2(self, *args, **kwargs):
+        dataset, steps = epoch_dataset(self, *args, **kwargs)
 
         def poison_batch_5(index, batch):  # A NaN sample weight makes the loss NaN.
             images, labels = batch
@@ -172,8 +173,7 @@ def test_nan_loss_keeps_the_last_checkpoint_and_resumes_with_a_lower_rate(
 
         return dataset.enumerate().map(poison_batch_5), steps
 
-    train_module = importlib.import_module("tlkeras.train")  # tlkeras.train is the function.
-    monkeypatch.setattr(train_module, "epoch_dataset", epoch_dataset_with_a_nan_in_epoch_2)
+    monkeypatch.setattr(tl.data.Data, "epoch_dataset", epoch_dataset_with_a_nan_in_epoch_2)
     settings = {**SETTINGS, "epochs": 2, "fine_tune_epochs": 0, "learning_rate": 0.01}
     settings["cache"] = "off"  # The images go through the poisoned epoch_dataset.
     config = tl.TrainConfig(data_dir, out=str(tmp_path / "run"), **settings)

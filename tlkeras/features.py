@@ -12,11 +12,17 @@ though its output never changes. `split_model` cuts the model where its frozen p
         top:    block4's output -> block5 -> pooling and head              every epoch
 
 `cache_features` runs the bottom once over the training and validation images, in batches,
-and keeps the *features* in memory, or in a disk-backed array (a numpy memmap in a temporary
-folder) when they would take more than half the memory available. `cached_datasets` hands
-`tlkeras.train.fit_stage` the top and batches of those features; `end_to_end_model` is the
-same top fed by the bottom at every step, for when nothing is cached. Both share every layer
-with the model, so training them trains the model itself, preprocessing included.
+and keeps the *features* in memory, or in shard files on disk (`DiskArray`, read back a
+batch at a time, so memory stays flat however large the cache) when they would take more
+than half the memory available. `cached_datasets` hands `tlkeras.train.fit_stage` the top
+and batches of those features; `end_to_end_model` is the same top fed by the bottom at every
+step, for when nothing is cached. Both share every layer with the model, so training them
+trains the model itself, preprocessing included.
+
+One cache serves both stages (`RunCache`, which `tlkeras.train.train` uses): the bottom of
+stage 2 runs once, and stage 1's pooled features are derived from its output by a pass of
+the top blocks alone (`pooled_from_boundary`, `derive_features`), so the frozen blocks below
+the boundary, most of the backbone, run once per image for the whole run.
 
 This is exact, not an approximation: the frozen part runs in inference mode (BatchNorm uses
 its moving statistics, dropout is off), so its output for an image never changes, and the
@@ -42,6 +48,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 
 import keras
@@ -106,7 +113,6 @@ def split_model(model: keras.Model, num_blocks: int = 0) -> tuple[keras.Model, k
         >>> bottom.output_shape                                 # block4's output at 128 px
         (None, 8, 8, 512)
     """
-    base = get_base(model)
     pool = model.get_layer("pool")
     # Build the parts in the model's precision, so that Keras scales the loss under float16,
     # and in its strategy's scope, so that they train on the same devices.
@@ -114,22 +120,52 @@ def split_model(model: keras.Model, num_blocks: int = 0) -> tuple[keras.Model, k
         if num_blocks == 0:
             bottom = keras.Model(model.input, pool.output, name="bottom")
             return bottom, keras.Model(pool.output, model.output, name="top")
-        backbone = backbone_of(model)
-        names = backbone.block_names
-        check_num_blocks(backbone, num_blocks)
-        first = layer_blocks(backbone, base).index(names[-num_blocks])
-        # Every block boundary cuts the graph (tests/test_backbones.py), so these build.
-        boundary = base.input if first == 0 else base.layers[first].input
-        lower = keras.Model(base.input, boundary, name="frozen_blocks")
-        upper = keras.Model(boundary, base.output, name="trained_blocks")
+        lower, upper = _cut_backbone(model, num_blocks)
         preprocess = keras.Model(model.input, model.get_layer("preprocess").output)
         head = keras.Model(pool.input, model.output, name="head")
 
         images = keras.Input(model.input.shape[1:], dtype=model.input.dtype, name="image")
         bottom = keras.Model(images, lower(preprocess(images), training=False), name="bottom")
-        features = keras.Input(boundary.shape[1:], dtype=boundary.dtype, name="features")
+        features = _boundary_input(upper)
         top = keras.Model(features, head(_InferenceMode(upper)(features)), name="top")
         return bottom, top
+
+
+def _cut_backbone(model: keras.Model, num_blocks: int) -> tuple[keras.Model, keras.Model]:
+    """The backbone's blocks below and from the N-th block from the top, as two models."""
+    base = get_base(model)
+    backbone = backbone_of(model)
+    check_num_blocks(backbone, num_blocks)
+    first = layer_blocks(backbone, base).index(backbone.block_names[-num_blocks])
+    # Every block boundary cuts the graph (tests/test_backbones.py), so these build.
+    boundary = base.input if first == 0 else base.layers[first].input
+    lower = keras.Model(base.input, boundary, name="frozen_blocks")
+    upper = keras.Model(boundary, base.output, name="trained_blocks")
+    return lower, upper
+
+
+def _boundary_input(upper: keras.Model):
+    return keras.Input(upper.input.shape[1:], dtype=upper.input.dtype, name="features")
+
+
+def pooled_from_boundary(model: keras.Model, num_blocks: int) -> keras.Model:
+    """Maps the features at stage 2's boundary to stage 1's pooled features, in inference mode.
+
+    With it, one cache serves both stages: the frozen part's output below the `num_blocks`
+    top blocks is computed once, and stage 1's features are this cheap pass over it (the
+    top blocks and the pooling), not a second pass of the whole backbone over the images.
+
+    Example:
+        >>> bottom, _ = split_model(model, num_blocks=1)
+        >>> pooled = pooled_from_boundary(model, num_blocks=1)
+        >>> # pooled(bottom(images)) equals split_model(model)[0](images)
+    """
+    pool = model.get_layer("pool")
+    with precision_scope(model.dtype_policy.name), strategy_scope(model):
+        _, upper = _cut_backbone(model, num_blocks)
+        pooling = keras.Model(pool.input, pool.output, name="pooling")
+        features = _boundary_input(upper)
+        return keras.Model(features, pooling(_InferenceMode(upper)(features)), name="pooled")
 
 
 def choose_storage(nbytes: int, storage: str = "auto", *, available: int | None = None) -> str:
@@ -163,22 +199,105 @@ def choose_storage(nbytes: int, storage: str = "auto", *, available: int | None 
     return "memory" if nbytes <= MEMORY_FRACTION * available else "disk"
 
 
+#: A disk cache is written in files of about this many bytes each.
+SHARD_BYTES = 64 * 2**20
+
+
+class DiskArray:
+    """A `(passes, num_images, *feature_shape)` array kept in shard files, read a batch at a time.
+
+    Rows are written with plain file writes and read back row by row at their offsets, so
+    the process holds one batch whatever the size of the array: nothing is memory-mapped,
+    and the operating system's page cache, not the process, keeps what it can of the files.
+    It supports the two accesses a `FeatureCache` makes: `array[p, start:stop] = rows` and
+    `array[p, indices]`.
+
+    Example:
+        >>> array = DiskArray(tempfile.mkdtemp(), (1, 1000, 512), "float32")
+        >>> array[0, 0:2] = np.ones((2, 512), "float32")
+        >>> array[0, np.array([1, 0])].shape
+        (2, 512)
+    """
+
+    def __init__(self, folder: str, shape, dtype, *, shard_bytes: int | None = None):
+        self.folder, self.shape, self.dtype = folder, tuple(shape), np.dtype(dtype)
+        self.row_shape = self.shape[2:]
+        self.row_bytes = max(1, math.prod(self.row_shape) * self.dtype.itemsize)
+        self.rows_per_shard = max(1, (shard_bytes or SHARD_BYTES) // self.row_bytes)
+        self._files: dict[tuple[int, int], object] = {}
+        self._lock = threading.Lock()  # tf.data may read while another batch is read.
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def paths(self) -> list[str]:
+        """The shard files written so far."""
+        return [f.name for f in self._files.values()]
+
+    def _file(self, index: int, shard: int):
+        key = (index, shard)
+        if key not in self._files:
+            path = os.path.join(self.folder, f"pass{index}-{shard:05d}.bin")
+            self._files[key] = open(path, "w+b")  # noqa: SIM115 (closed by close())
+        return self._files[key]
+
+    def __setitem__(self, key, rows) -> None:
+        index, where = key
+        rows = np.ascontiguousarray(rows, self.dtype)
+        row = where.start
+        with self._lock:
+            while row < where.stop:
+                shard, offset = divmod(row, self.rows_per_shard)
+                count = min(where.stop - row, self.rows_per_shard - offset)
+                f = self._file(index, shard)
+                f.seek(offset * self.row_bytes)
+                f.write(rows[row - where.start : row - where.start + count].tobytes())
+                row += count
+
+    def __getitem__(self, key) -> np.ndarray:
+        index, indices = key
+        out = np.empty((len(indices), *self.row_shape), self.dtype)
+        with self._lock:
+            for position, row in enumerate(np.asarray(indices).tolist()):
+                shard, offset = divmod(row, self.rows_per_shard)
+                f = self._file(index, shard)
+                f.seek(offset * self.row_bytes)
+                out[position] = np.frombuffer(f.read(self.row_bytes), self.dtype).reshape(
+                    self.row_shape
+                )
+        return out
+
+    def flush(self) -> None:
+        with self._lock:
+            for f in self._files.values():
+                f.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            for f in self._files.values():
+                f.close()
+            self._files.clear()
+
+
 @dataclasses.dataclass
 class FeatureCache:
     """The features of one split, computed once by the bottom of a split model.
 
-    Use it as a context manager, or call `close()`, to delete a disk cache's file.
+    Use it as a context manager, or call `close()`, to delete a disk cache's files.
 
     Attributes:
-        features: `(passes, num_images, *feature_shape)` array, in memory or a numpy memmap,
-            in the bottom's compute dtype (float32, bfloat16 or float16).
-        labels: int32 labels `(num_images,)`, in the order of the images.
+        features: `(passes, num_images, *feature_shape)` array in the bottom's compute
+            dtype (float32, bfloat16 or float16): a numpy array in memory, or a `DiskArray`
+            in shard files on disk.
+        labels: int32 labels `(num_images,)`, in the order of the features.
         storage: `"memory"` or `"disk"`.
-        path: The file behind a disk cache, else None.
+        path: The folder of a disk cache's shard files, else None.
         seconds: How long computing the features took.
     """
 
-    features: np.ndarray
+    features: np.ndarray | DiskArray
     labels: np.ndarray
     storage: str
     path: str | None = None
@@ -196,10 +315,10 @@ class FeatureCache:
     def nbytes(self) -> int:
         return self.features.nbytes
 
-    def dataset(self, *, batch_size: int) -> tf.data.Dataset:
-        """`(features, labels)` batches of the first pass, in the order of the images."""
+    def dataset(self, *, batch_size: int, index: int = 0) -> tf.data.Dataset:
+        """`(features, labels)` batches of one pass (the first), in the order of the images."""
         indices = tf.data.Dataset.range(self.num_images).batch(batch_size)
-        return self._gather(indices.map(lambda batch: (tf.constant(0, tf.int64), batch)))
+        return self._gather(indices.map(lambda batch: (tf.constant(index, tf.int64), batch)))
 
     def epoch_dataset(
         self, *, batch_size: int, seed: int = 0, initial_epoch: int = 0, epochs: int = 1
@@ -228,7 +347,7 @@ class FeatureCache:
         shape = (None, *self.features.shape[2:])
 
         def gather(epoch, indices):
-            return self.features[epoch % self.passes][indices], self.labels[indices]
+            return self.features[epoch % self.passes, indices], self.labels[indices]
 
         def load(epoch, indices):
             features, labels = tf.numpy_function(gather, [epoch, indices], (dtype, tf.int32))
@@ -237,10 +356,10 @@ class FeatureCache:
         return batches.map(load).prefetch(tf.data.AUTOTUNE)
 
     def close(self) -> None:
-        """Frees the features and deletes a disk cache's file."""
+        """Frees the features and deletes a disk cache's files."""
         if self.path is not None:
-            self.features = np.empty((0, 0), self.features.dtype)  # Drops the memmap.
-            shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+            self.features.close()
+            shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
 
     def __enter__(self) -> FeatureCache:
@@ -250,15 +369,16 @@ class FeatureCache:
         self.close()
 
 
-def _forward_function(bottom: keras.Model, image_shape):
-    """`bottom` in inference mode, compiled once: numpy features of a batch of images."""
+def _forward_function(bottom: keras.Model):
+    """`bottom` in inference mode, compiled once: numpy outputs of a batch of inputs."""
     if keras.backend.backend() != "tensorflow":  # Keras' own compiled predict step (jit).
         return lambda batch: np.asarray(bottom.predict_on_batch(np.asarray(batch)))
     # One graph for every batch size (the last batch is smaller): Keras' own predict
     # function would be traced twice, and a trace of a large backbone takes seconds.
+    spec = tf.TensorSpec((None, *bottom.input.shape[1:]), tf.as_dtype(bottom.input.dtype))
     forward = tf.function(
         lambda batch: bottom(batch, training=False),
-        input_signature=[tf.TensorSpec((None, *image_shape), tf.float32)],
+        input_signature=[spec],
         jit_compile=bottom.jit_compile,
     )
     return lambda batch: forward(batch).numpy()
@@ -271,7 +391,7 @@ def _describe_size(nbytes: int) -> str:
     return f"{nbytes} bytes"
 
 
-def _allocate(shape, dtype, storage: str, directory) -> tuple[np.ndarray, str | None]:
+def _allocate(shape, dtype, storage: str, directory) -> tuple[np.ndarray | DiskArray, str | None]:
     if storage == "memory":
         return np.empty(shape, dtype), None
     folder = tempfile.mkdtemp(prefix="tlkeras-features-", dir=directory)
@@ -284,8 +404,7 @@ def _allocate(shape, dtype, storage: str, directory) -> tuple[np.ndarray, str | 
             f"{_describe_size(free)} free. Point TMPDIR at a larger disk, use a smaller image "
             f"size, or train end to end with cache='off'. Received: nbytes={nbytes}"
         )
-    path = os.path.join(folder, "features.npy")
-    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape), path
+    return DiskArray(folder, shape, dtype), folder
 
 
 def cache_features(
@@ -304,7 +423,7 @@ def cache_features(
 
     Args:
         bottom: The first model `split_model` returns.
-        data: Decoded images from `tlkeras.load_data`.
+        data: The data from `tlkeras.load_data`; the images are decoded as they are read.
         split: `"train"`, `"val"` or `"test"`. Defaults to `"train"`.
         passes: How many passes over the images to cache. Only useful with `augment`: each
             pass then holds other random versions of the images. Defaults to 1.
@@ -327,46 +446,79 @@ def cache_features(
         >>> with cache_features(bottom, data, "val") as val_features:
         ...     top.predict(val_features.dataset(batch_size=32))
     """
-    if split not in data.arrays:
+    if split not in data.folder.splits:
         raise ValueError(
-            f"This data has no {split!r} split; it has {sorted(data.arrays)}. "
+            f"This data has no {split!r} split; it has {sorted(data.folder.splits)}. "
             f"Received: split={split!r}"
         )
     if not isinstance(passes, int) or passes < 1:
         raise ValueError(f"passes must be a positive int. Received: passes={passes!r}")
-    images, labels = data.arrays[split]
-    feature_shape = tuple(bottom.output.shape[1:])
-    dtype = tf.as_dtype(bottom.output.dtype).as_numpy_dtype
-    shape = (passes, len(images), *feature_shape)
+    augment = augmentation_layer(augment, seed=data.seed)  # One layer: other draws each pass.
+
+    def batches(index):  # One pass: nothing to reuse, so nothing is kept of the images.
+        return data.dataset(split, shuffle=False, augment=augment, cache=False)
+
+    num_images = len(data.folder.splits[split])
+    return _run_over(bottom, batches, passes=passes, num_images=num_images, storage=storage,
+                     directory=directory, what=f"{split} images")  # fmt: skip
+
+
+def derive_features(
+    part: keras.Model, features: FeatureCache, *, batch_size: int = 32, storage: str = "auto"
+) -> FeatureCache:
+    """Runs `part` over every pass of cached features: features of features, computed once.
+
+    Stage 1's pooled features come from stage 2's cached boundary features this way
+    (`part` is `pooled_from_boundary`), which costs a pass of the top blocks, not of the
+    whole backbone.
+
+    Example:
+        >>> with cache_features(bottom, data, "train") as boundary:
+        ...     pooled = derive_features(pooled_from_boundary(model, 1), boundary)
+    """
+
+    def batches(index):
+        return features.dataset(batch_size=batch_size, index=index)
+
+    return _run_over(part, batches, passes=features.passes, num_images=features.num_images,
+                     storage=storage, directory=None, what="cached features")  # fmt: skip
+
+
+def _run_over(model, batches, *, passes, num_images, storage, directory, what) -> FeatureCache:
+    """Runs `model` over `batches(index)` for each pass and keeps its outputs, with the labels."""
+    feature_shape = tuple(model.output.shape[1:])
+    dtype = tf.as_dtype(model.output.dtype).as_numpy_dtype
+    shape = (passes, num_images, *feature_shape)
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     where = choose_storage(nbytes, storage)
     features, path = _allocate(shape, dtype, where, directory)
+    labels = np.zeros(num_images, "int32")
     times = f"{passes} passes over " if passes > 1 else ""
     print(
-        f"Caching features of {times}{len(images)} {split} images "
+        f"Caching features of {times}{num_images} {what} "
         f"({'x'.join(map(str, feature_shape))} {np.dtype(dtype).name} each, "
-        f"{_describe_size(nbytes)}) {'in memory' if where == 'memory' else 'on disk at ' + path}"
+        f"{_describe_size(nbytes)}) {'in memory' if where == 'memory' else 'on disk in ' + path}"
     )
     verbose = progress_verbose(in_a_log=2)  # A moving bar, or one line in logs.
-    progress = keras.utils.Progbar(passes * len(images), verbose=verbose, unit_name="image")
-    forward = _forward_function(bottom, images.shape[1:])
-    augment = augmentation_layer(augment, seed=data.seed)  # One layer: other draws each pass.
+    progress = keras.utils.Progbar(passes * num_images, verbose=verbose, unit_name="image")
+    forward = _forward_function(model)
     start = time.perf_counter()
     try:
         for index in range(passes):
             done = 0
-            for batch, _ in data.dataset(split, shuffle=False, augment=augment):
+            for batch, batch_labels in batches(index):
                 out = forward(batch)
                 features[index, done : done + len(out)] = out
+                labels[done : done + len(out)] = batch_labels
                 done += len(out)
                 progress.add(len(out))
     except BaseException:
         FeatureCache(features, labels, where, path).close()
         raise
-    if isinstance(features, np.memmap):
+    if where == "disk":
         features.flush()
     seconds = time.perf_counter() - start
-    return FeatureCache(features, np.asarray(labels, "int32"), where, path, seconds)
+    return FeatureCache(features, labels, where, path, seconds)
 
 
 def end_to_end_model(model: keras.Model, num_blocks: int = 0) -> keras.Model:
@@ -386,45 +538,103 @@ def end_to_end_model(model: keras.Model, num_blocks: int = 0) -> keras.Model:
         return keras.Model(images, top(_InferenceMode(bottom)(images)), name="end_to_end")
 
 
+class RunCache:
+    """One feature cache for both stages: the frozen part's output below stage 2's blocks.
+
+    Stage 2 trains on these boundary features as they are. Stage 1 trains on pooled
+    features derived from them (`pooled_from_boundary`: a pass of the top blocks over the
+    cache), so the frozen blocks below the boundary run once per image for the whole run.
+    The caches are computed when the first stage asks for them and deleted on `close()`.
+
+    Args:
+        model: A model from `tlkeras.build_model`.
+        data: The data from `tlkeras.load_data`.
+        num_blocks: The top blocks stage 2 unfreezes (0 when no stage 2 follows).
+
+    Example:
+        >>> with RunCache(model, data, num_blocks=1) as features:
+        ...     fit_stage(model, data, stage=stage1, features=features)
+        ...     fit_stage(model, data, stage=stage2, features=features)
+    """
+
+    def __init__(self, model: keras.Model, data: Data, *, num_blocks: int):
+        self.model, self.data, self.num_blocks = model, data, num_blocks
+        self.passes: int | None = None
+        self.train: FeatureCache | None = None
+        self.val: FeatureCache | None = None
+
+    def serves(self, stage: Stage) -> bool:
+        """Whether `stage` can train on this cache (its blocks lie above the boundary)."""
+        passes = max(stage.augment_passes, 1)
+        return stage.unfreeze in (0, self.num_blocks) and self.passes in (None, passes)
+
+    def caches(self, stage: Stage) -> tuple[FeatureCache, FeatureCache | None]:
+        """The boundary features of the training and validation splits, computed once."""
+        if self.train is None:
+            bottom, _ = split_model(self.model, self.num_blocks)
+            if stage.jit_compile != "auto":
+                bottom.jit_compile = stage.jit_compile
+            self.passes = max(stage.augment_passes, 1)
+            self.train = cache_features(bottom, self.data, "train", passes=self.passes,
+                                        augment=stage.augment, storage=stage.cache)  # fmt: skip
+            if "val" in self.data.folder.splits:
+                self.val = cache_features(bottom, self.data, "val", storage=stage.cache)
+        return self.train, self.val
+
+    def close(self) -> None:
+        """Deletes the caches (a disk cache's files included)."""
+        for cache in (self.train, self.val):
+            if cache is not None:
+                cache.close()
+        self.train = self.val = self.passes = None
+
+    def __enter__(self) -> RunCache:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 @contextlib.contextmanager
-def cached_datasets(model: keras.Model, data: Data, stage: Stage):
+def cached_datasets(
+    model: keras.Model, data: Data, stage: Stage, features: RunCache | None = None
+):
     """Caches the features below the stage's unfrozen blocks; yields what `fit` trains on.
 
     Args:
         model: A model from `tlkeras.build_model`, frozen and unfrozen for `stage`.
-        data: Decoded images from `tlkeras.load_data`; its batch size and seed are used.
+        data: The data from `tlkeras.load_data`; its batch size and seed are used.
         stage: The `tlkeras.config.Stage`: its `unfreeze` blocks and the head train, its
             epochs follow `tlkeras.data.epoch_dataset`'s `(seed, epoch)` order, and its
             `cache`, `augment`, `augment_passes` and `jit_compile` say how to cache.
+        features: A `RunCache` that both stages share, or None for a cache of this stage
+            alone. Stage 1 derives its features from it when it holds stage 2's boundary.
 
     Yields:
         `(top, train_data, validation_data, steps_per_epoch)`; `validation_data` is `None`
-        without a validation split. The caches are deleted afterwards.
+        without a validation split. The caches of this stage alone are deleted afterwards.
 
     Example:
         >>> with cached_datasets(model, data, Stage(epochs=3, learning_rate=1e-3)) as fed:
         ...     top, train_ds, val_ds, steps = fed
     """
-    bottom, top = split_model(model, stage.unfreeze)
-    if stage.jit_compile != "auto":
-        bottom.jit_compile = stage.jit_compile
-    storage, augment = stage.cache, stage.augment
     with contextlib.ExitStack() as stack:
-        train = stack.enter_context(
-            cache_features(
-                bottom,
-                data,
-                "train",
-                passes=max(stage.augment_passes, 1),
-                augment=augment,
-                storage=storage,
-            )
-        )
-        validation = None
-        if "val" in data.arrays:
-            val = stack.enter_context(cache_features(bottom, data, "val", storage=storage))
-            validation = shard_by_data(val.dataset(batch_size=data.batch_size))
+        if features is None or not features.serves(stage):
+            features = stack.enter_context(RunCache(model, data, num_blocks=stage.unfreeze))
+        train, val = features.caches(stage)
+        if stage.unfreeze != features.num_blocks:  # Stage 1, from stage 2's boundary.
+            part = pooled_from_boundary(model, features.num_blocks)
+            if stage.jit_compile != "auto":
+                part.jit_compile = stage.jit_compile
+            options = dict(batch_size=data.batch_size, storage=stage.cache)
+            train = stack.enter_context(derive_features(part, train, **options))
+            if val is not None:
+                val = stack.enter_context(derive_features(part, val, **options))
+        _, top = split_model(model, stage.unfreeze)
         kill_point("features_cached")
+        validation = None
+        if val is not None:
+            validation = shard_by_data(val.dataset(batch_size=data.batch_size))
         train_data, steps = train.epoch_dataset(
             batch_size=data.batch_size,
             seed=data.seed,

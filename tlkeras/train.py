@@ -35,8 +35,8 @@ from tlkeras import checkpoints, distribute, runs
 from tlkeras.augment import augmentation_layer, get_augmentation
 from tlkeras.backbones import check_num_blocks, get_backbone
 from tlkeras.config import CACHE_MODES, Stage, TrainConfig
-from tlkeras.data import Data, check_class_weight, epoch_dataset, load_data
-from tlkeras.features import cached_datasets, end_to_end_model
+from tlkeras.data import Data, check_class_weight, load_data
+from tlkeras.features import RunCache, cached_datasets, end_to_end_model
 from tlkeras.guards import (
     StopOnInterrupt,
     TrainingDivergedError,
@@ -148,8 +148,13 @@ def fine_tune(
     return fit_stage(model, train_data, validation_data, stage=stage, callbacks=callbacks)
 
 
-def fit_stage(model, train_data, validation_data=None, *, stage: Stage, callbacks=None):
+def fit_stage(
+    model, train_data, validation_data=None, *, stage: Stage, callbacks=None, features=None
+):
     """Freezes the backbone but the stage's top blocks, recompiles and fits.
+
+    With a `Data`, `features` may be a `tlkeras.features.RunCache` that both stages share,
+    so the frozen blocks run once for the whole run (`train` does this).
 
     Example:
         >>> fit_stage(model, data, stage=Stage(epochs=3, learning_rate=1e-3))
@@ -160,7 +165,8 @@ def fit_stage(model, train_data, validation_data=None, *, stage: Stage, callback
         freeze_backbone(model)
     warn_if_xla_is_slow(model, stage.jit_compile)
     callbacks = list(callbacks or [])
-    with _feed(model, train_data, validation_data, stage) as (trained, train_ds, val_ds, steps):
+    fed = _feed(model, train_data, validation_data, stage, features)
+    with fed as (trained, train_ds, val_ds, steps):
         if stage.patience and val_ds is not None:
             callbacks.append(
                 keras.callbacks.EarlyStopping(patience=stage.patience, restore_best_weights=True)
@@ -179,7 +185,7 @@ def fit_stage(model, train_data, validation_data=None, *, stage: Stage, callback
 
 
 @contextlib.contextmanager
-def _feed(model, train_data, validation_data, stage: Stage):
+def _feed(model, train_data, validation_data, stage: Stage, features=None):
     """Yields `(trained, train_data, validation_data, steps)`: what `fit` trains, on what.
 
     `trained` shares its layers with `model`: the top of the model when a `Data` is cached,
@@ -199,21 +205,16 @@ def _feed(model, train_data, validation_data, stage: Stage):
     passes = _cache_passes(stage, augment)
     if passes:
         stage = dataclasses.replace(stage, augment=augment, augment_passes=passes)
-        with cached_datasets(model, data, stage) as fed:
+        with cached_datasets(model, data, stage, features) as fed:
             yield fed
         return
-    images, labels = data.arrays["train"]
-    train_ds, steps = epoch_dataset(
-        images,
-        labels,
-        batch_size=data.batch_size,
-        seed=data.seed,
+    train_ds, steps = data.epoch_dataset(
         initial_epoch=stage.initial_epoch,
         epochs=stage.initial_epoch + stage.epochs,
         augment=augment,
     )
     shard = distribute.shard_by_data
-    val_ds = shard(data.dataset("val")) if "val" in data.arrays else None
+    val_ds = shard(data.dataset("val")) if "val" in data.folder.splits else None
     yield _end_to_end(model, stage), shard(train_ds), val_ds, steps
 
 
@@ -316,13 +317,18 @@ def train(config: TrainConfig, *, callbacks=None) -> runs.Run:
         data, model = _load_and_build(config, strategy)
         _begin(config, state, data, model)
         callbacks = [*(config.callbacks or []), *(callbacks or [])]
-        with StopOnInterrupt() as interrupt:
+        # One cache for both stages: at stage 2's boundary when stage 2 follows.
+        num_blocks = config.unfreeze if config.fine_tune_epochs else 0
+        with (
+            StopOnInterrupt() as interrupt,
+            RunCache(model, data, num_blocks=num_blocks) as shared,
+        ):
             for number, stage in plan_stages(config, state, data, strategy):
                 with _explain_stops(config, state, stage=number):
                     kill_point(f"stage{number}_begin")
                     run_callbacks = _stage_callbacks(config, state, data, stage=number)
                     callbacks_now = [*run_callbacks, *callbacks, interrupt]
-                    fit_stage(model, data, stage=stage, callbacks=callbacks_now)
+                    fit_stage(model, data, stage=stage, callbacks=callbacks_now, features=shared)
                     kill_point(f"stage{number}_end")
         with _explain_stops(config, state, stage=len(state.histories)):
             run = _save(config, state, data, model, strategy)
