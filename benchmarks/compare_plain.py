@@ -34,6 +34,7 @@ tf.data on either backend.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -225,8 +226,6 @@ def run_job(job: dict) -> dict:
 
 def _both_stages(model, data, epochs: int, *, shared: bool) -> dict:
     """Stage 1 then stage 2 (block5), with one cache for both or a cache per stage."""
-    import contextlib
-
     from tlkeras.features import RunCache
     from tlkeras.train import Stage, fit_stage
 
