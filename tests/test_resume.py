@@ -133,11 +133,13 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     assert main(["train", data_dir, *CLI_FLAGS, "--out", out]) == 130
     err = capsys.readouterr().err
-    assert f"The checkpoint of epoch 1 is kept in {out}" in err
+    # Stage 1 epochs on cached features take milliseconds, so the signal may land in epoch 2
+    # or just after it commits; either way the message names the checkpoint that is on disk.
+    kept = assert_nothing_truncated(out).epoch
+    assert kept in (1, 2)
+    assert f"The checkpoint of epoch {kept} is kept in {out}" in err
     assert f"run the same command with --resume {out}" in err
-    # Where in epoch 2 the signal lands (a batch, validation) depends on timing.
     assert err.splitlines()[-1].startswith("tlkeras: interrupted. Training was interrupted ")
-    assert assert_nothing_truncated(out).epoch == 1
 
     # 2. Resume in a new process and SIGKILL it at a random moment of stage 2.
     command = [sys.executable, "-m", "tlkeras", "train", data_dir, *CLI_FLAGS, "--resume", out]
