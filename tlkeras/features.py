@@ -480,8 +480,9 @@ def derive_features(
     def batches(index):
         return features.dataset(batch_size=batch_size, index=index)
 
+    what = "images, from their cached features"
     return _run_over(part, batches, passes=features.passes, num_images=features.num_images,
-                     storage=storage, directory=None, what="cached features")  # fmt: skip
+                     storage=storage, directory=None, what=what)  # fmt: skip
 
 
 def _run_over(model, batches, *, passes, num_images, storage, directory, what) -> FeatureCache:
