@@ -316,7 +316,7 @@ class FeatureCache:
         return self.features.nbytes
 
     def dataset(self, *, batch_size: int, index: int = 0) -> tf.data.Dataset:
-        """`(features, labels)` batches of one pass (the first), in the order of the images."""
+        """`(features, labels)` batches of pass `index` (the first by default), in image order."""
         indices = tf.data.Dataset.range(self.num_images).batch(batch_size)
         return self._gather(indices.map(lambda batch: (tf.constant(index, tf.int64), batch)))
 
