@@ -26,6 +26,7 @@ TOP_BLOCK_HAS_BATCHNORM = {
     "xception": True,
     "densenet121": True,
     "convnext_tiny": False,
+    "efficientnet_lite0": True,
 }
 
 

@@ -96,6 +96,7 @@ def test_cached_stage_one_equals_plain_training_and_the_model_predicts_like_the_
         ("mobilenet_v2", "stage7"),
         # Dropout inside the backbone: off on both paths, which therefore agree.
         pytest.param("efficientnet_b0", "top", marks=pytest.mark.slow),
+        ("efficientnet_lite0", "top"),
     ],
 )
 def test_fine_tuning_from_the_boundary_equals_end_to_end_fine_tuning(data, backbone, top_block):

