@@ -5,7 +5,7 @@ Run it from the repository root::
     python data_samples/make_samples.py            # writes next to this script
     python data_samples/make_samples.py --out DIR  # writes under DIR instead
 
-It (re)creates three folders and touches nothing else:
+It (re)creates four folders and touches nothing else:
 
 ``digits/0/`` ... ``digits/9/``
     All 1797 real handwritten digits of the UCI "Optical Recognition of
@@ -22,6 +22,14 @@ It (re)creates three folders and touches nothing else:
     windows and headlights, with a little sensor noise. Same classes, same
     shapes, different look: a model trained on ``day`` loses accuracy on
     ``night``.
+
+``faces/face/`` and ``faces/not_face/``
+    The 200 real 25x25 grayscale photos of scikit-image's bundled
+    ``skimage.data.lfw_subset()`` (no download): 100 faces cropped from the
+    *Labeled Faces in the Wild* data set and 100 patches of other natural
+    photos. Each float image in [0, 1] becomes an 8-bit grayscale PNG with
+    values ``round(v * 255)``, at its own 25x25 size. The file name holds the
+    index in ``lfw_subset()``, e.g. ``faces/not_face/lfw_0150.png``.
 
 ``predict_examples/``
     A few loose images for trying ``predict``: some digits copied from
@@ -46,7 +54,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from sklearn.datasets import load_digits
 
 #: Folders this script owns: they are deleted and rewritten on every run.
-OWNED_DIRS = ("digits", "day_night", "predict_examples")
+OWNED_DIRS = ("digits", "day_night", "faces", "predict_examples")
+
+#: Class folders of faces/, in the order of skimage.data.lfw_subset() (100 of each).
+FACE_CLASSES = ("face", "not_face")
 
 #: Vehicle classes of the day/night set, in sorted order.
 VEHICLE_CLASSES = ("bus", "car", "truck")
@@ -354,6 +365,32 @@ def write_day_night(root: Path, per_class: int = IMAGES_PER_CLASS) -> dict[str, 
     return counts
 
 
+# ------------------------------------------------------------------ faces
+
+
+def write_faces(root: Path) -> dict[str, int]:
+    """Write ``root / "faces" / {face,not_face}`` from scikit-image's ``lfw_subset``.
+
+    Args:
+        root: Output root.
+
+    Returns:
+        Images written per class.
+    """
+    from skimage.data import lfw_subset  # Bundled with scikit-image; no download.
+
+    images = lfw_subset()
+    counts = {}
+    for index, values in enumerate(images):
+        kind = FACE_CLASSES[0] if index < len(images) // 2 else FACE_CLASSES[1]
+        folder = root / "faces" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.floor(np.asarray(values) * 255 + 0.5).astype(np.uint8)
+        save_png(Image.fromarray(pixels, mode="L"), folder / f"lfw_{index:04d}.png")
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
 # ------------------------------------------------------------------ predict examples
 
 
@@ -374,6 +411,10 @@ def write_predict_examples(root: Path, digits: dict[int, list[Path]]) -> list[Pa
         dest = folder / f"digit_{label}.png"
         shutil.copyfile(digits[label][0], dest)
         written.append(dest)
+    for kind in FACE_CLASSES:  # The last image of each class.
+        dest = folder / f"{kind}.png"
+        shutil.copyfile(sorted((root / "faces" / kind).glob("*.png"))[-1], dest)
+        written.append(dest)
     for d, domain in enumerate(DOMAINS):
         for c, kind in enumerate(VEHICLE_CLASSES):
             rng = np.random.default_rng([SEED, 2, d, c])  # not a training-set stream
@@ -384,16 +425,16 @@ def write_predict_examples(root: Path, digits: dict[int, list[Path]]) -> list[Pa
 
 
 def main(out_root: str | Path | None = None) -> dict[str, int]:
-    """(Re)create ``digits/``, ``day_night/`` and ``predict_examples/``.
+    """(Re)create ``digits/``, ``day_night/``, ``faces/`` and ``predict_examples/``.
 
-    Only those three folders under ``out_root`` are deleted and rewritten;
+    Only those four folders under ``out_root`` are deleted and rewritten;
     any other file there (such as ``README.md`` or this script) is left alone.
 
     Args:
         out_root: Folder to write into. Defaults to the folder of this script.
 
     Returns:
-        Image counts: ``"digits"``, ``"day_night"`` and ``"predict_examples"``.
+        Image counts: ``"digits"``, ``"day_night"``, ``"faces"`` and ``"predict_examples"``.
     """
     root = Path(out_root) if out_root is not None else Path(__file__).resolve().parent
     root.mkdir(parents=True, exist_ok=True)
@@ -405,10 +446,12 @@ def main(out_root: str | Path | None = None) -> dict[str, int]:
             target.unlink()
     digits = write_digits(root)
     day_night = write_day_night(root)
+    faces = write_faces(root)
     examples = write_predict_examples(root, digits)
     return {
         "digits": sum(len(paths) for paths in digits.values()),
         "day_night": sum(day_night.values()),
+        "faces": sum(faces.values()),
         "predict_examples": len(examples),
     }
 

@@ -41,13 +41,14 @@ def test_layout_formats_and_determinism(tmp_path):
     (first / "digits" / "3" / "stale.png").write_bytes(b"old")
 
     counts = ms.main(first)
-    assert counts == {"digits": 1797, "day_night": 360, "predict_examples": 9}
+    assert counts == {"digits": 1797, "day_night": 360, "faces": 200, "predict_examples": 11}
     assert (first / "README.md").read_text() == "keep me\n"
     assert not (first / "digits" / "3" / "stale.png").exists()
     assert sorted(p.name for p in first.iterdir()) == [
         "README.md",
         "day_night",
         "digits",
+        "faces",
         "predict_examples",
     ]
 
@@ -76,9 +77,20 @@ def test_layout_formats_and_determinism(tmp_path):
         means[domain] = np.mean([np.asarray(Image.open(p)).mean() for p in sample])
     assert means["night"] < 0.4 * means["day"]
 
+    # faces/{face,not_face}/: scikit-image's lfw_subset, 100 each, 25x25 grayscale.
+    for kind in ("face", "not_face"):
+        files = sorted((first / "faces" / kind).glob("lfw_*.png"))
+        assert len(files) == 100
+    with Image.open(first / "faces" / "not_face" / "lfw_0150.png") as im:
+        assert (im.size, im.mode) == ((25, 25), "L")
+        pixels = np.asarray(im)
+    from skimage.data import lfw_subset
+
+    np.testing.assert_array_equal(pixels, np.floor(lfw_subset()[150] * 255 + 0.5))
+
     # predict_examples/: named loose images; digit copies are byte-identical.
     examples = sorted(p.name for p in (first / "predict_examples").iterdir())
-    assert 6 <= len(examples) <= 10
+    assert 6 <= len(examples) <= 12
     assert {"day_car.png", "night_bus.png", "digit_3.png"} <= set(examples)
     digit3 = (first / "predict_examples" / "digit_3.png").read_bytes()
     assert digit3 in {p.read_bytes() for p in (first / "digits" / "3").glob("*.png")}
