@@ -580,9 +580,12 @@ def _save(config: TrainConfig, state, data: Data, model, strategy) -> runs.Run:
 def merge_histories(*stages: dict[str, list[float]]) -> dict[str, list]:
     """Joins per-stage history dicts into one, adding `epoch` and `stage` (1, 2) columns.
 
+    A metric that a stage did not log (a callback's, say) is `None` in that stage's rows, so
+    every column has one value per epoch.
+
     Example:
-        >>> merge_histories({"loss": [1.0, 0.8]}, {"loss": [0.7]})
-        {'epoch': [1, 2, 3], 'stage': [1, 1, 2], 'loss': [1.0, 0.8, 0.7]}
+        >>> merge_histories({"loss": [1.0, 0.8], "lr": [0.1, 0.1]}, {"loss": [0.7]})
+        {'epoch': [1, 2, 3], 'stage': [1, 1, 2], 'loss': [1.0, 0.8, 0.7], 'lr': [0.1, 0.1, None]}
     """
     merged: dict[str, list] = {"epoch": [], "stage": []}
     for number, history in enumerate(stages, start=1):
@@ -593,6 +596,8 @@ def merge_histories(*stages: dict[str, list[float]]) -> dict[str, list]:
         for key, values in history.items():
             merged.setdefault(key, [None] * start)
             merged[key] += [float(value) for value in values]
+        for values in merged.values():  # Keys this stage did not log.
+            values += [None] * (start + length - len(values))
     return merged
 
 
