@@ -10,7 +10,7 @@ from messy import CAT, DOG, make_messy_folder
 from PIL import Image
 
 from tlkeras import scan
-from tlkeras.scan import check_images, imbalance_warnings, scan_dataset
+from tlkeras.scan import check_images, find_split_folders, imbalance_warnings, scan_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,6 +85,23 @@ def test_split_layout_without_val_is_split_by_seed(tmp_path):
     write_class_folders(tmp_path / "d" / "test", {"a": 2, "b": 2})
     counts = scan_dataset(tmp_path / "d", validation_split=0.2).counts
     assert counts == {"train": {"a": 8, "b": 8}, "val": {"a": 2, "b": 2}, "test": {"a": 2, "b": 2}}
+
+
+def test_a_class_named_train_is_a_class_not_a_split(tmp_path):
+    data_dir = write_class_folders(tmp_path / "d", {"bus": 5, "car": 5, "train": 5})
+    report = scan_dataset(data_dir, validation_split=0.2)
+    assert report.class_names == ["bus", "car", "train"]
+    assert report.counts["train"] == {"bus": 4, "car": 4, "train": 4}
+    assert report.ignored_files == []
+    assert find_split_folders(data_dir) == {}
+
+
+def test_train_alone_or_with_val_is_a_split_layout(tmp_path):
+    write_class_folders(tmp_path / "alone" / "train", {"a": 5, "b": 5})
+    assert list(find_split_folders(tmp_path / "alone")) == ["train"]
+    write_class_folders(tmp_path / "both" / "train", {"a": 5, "b": 5})
+    write_class_folders(tmp_path / "both" / "validation", {"a": 2, "b": 2})
+    assert list(find_split_folders(tmp_path / "both")) == ["train", "val"]
 
 
 def test_decoder_crash_on_a_crafted_file_is_reported_not_raised(tmp_path, monkeypatch):

@@ -11,6 +11,8 @@ A data folder is laid out in one of two ways:
                                        test/         (optional)
                                            cat/ ...  dog/ ...
 
+The right-hand layout needs `train/` with `val/` and/or `test/` beside it (or `train/`
+alone); a `train/` among other class folders is a class (bus, car, train), not a split.
 Class names are the class folder names sorted alphanumerically, the same order Keras'
 `image_dataset_from_directory` uses; that order is saved with every trained model. Images
 may sit in subfolders of a class folder. Hidden files and folders (names starting with a
@@ -345,14 +347,26 @@ def split_by_seed(
 
 
 def find_split_folders(data_dir) -> dict[str, str]:
-    """Maps `"train"`, `"val"`, `"test"` to their subfolders; empty for a plain class layout."""
+    """Maps `"train"`, `"val"`, `"test"` to their subfolders; empty for a class folder layout.
+
+    A split layout is `train/` holding class folders, with `val/` (or `validation/`) and/or
+    `test/` beside it, or alone. A `train/` among other folders is a class named "train"
+    (classes bus, car, train), so that folder is a class folder layout.
+
+    Example:
+        >>> find_split_folders("data/vehicles")  # bus/ car/ train/
+        {}
+    """
     data_dir = os.fspath(data_dir)
     layout = {}
     for split, names in SPLIT_FOLDERS.items():
         for name in names:
             if os.path.isdir(os.path.join(data_dir, name)):
                 layout.setdefault(split, os.path.join(data_dir, name))
-    return layout if "train" in layout else {}
+    if "train" not in layout or not _subfolders(layout["train"]):
+        return {}
+    alone = _subfolders(data_dir) == [os.path.basename(layout["train"])]
+    return layout if len(layout) > 1 or alone else {}
 
 
 # --------------------------------------------------------------------------------------------
