@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tlkeras.backbones import BACKBONES, get_backbone, layer_blocks
-from tlkeras.layers import Preprocess
+from tlkeras.layers import Preprocess, preprocessing_layer
 from tlkeras.model import resolve_image_size
 
 NAMES = sorted(BACKBONES)
@@ -66,13 +66,25 @@ def test_in_model_preprocessing_equals_keras_preprocess_input(name):
     b = BACKBONES[name]
     pixels = np.random.default_rng(0).uniform(0, 255, size=(2, 8, 8, 3)).astype("float32")
     expected = b.preprocess_input(pixels.copy())
-    actual = keras.ops.convert_to_numpy(Preprocess(b.preprocessing)(pixels))
+    actual = keras.ops.convert_to_numpy(preprocessing_layer(b.preprocessing)(pixels))
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
+    # The layer of older run folders computes the same.
+    old = keras.ops.convert_to_numpy(Preprocess(b.preprocessing)(pixels))
+    np.testing.assert_allclose(old, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_preprocessing_is_made_of_keras_own_frozen_layers(name):
+    layer = preprocessing_layer(BACKBONES[name].preprocessing)
+    assert type(layer).__module__.startswith("keras.")
+    assert not layer.trainable and layer.dtype_policy.compute_dtype == "float32"
 
 
 def test_preprocessing_modes_really_differ():
     pixels = np.full((1, 2, 2, 3), 100.0, dtype="float32")
-    outputs = {m: keras.ops.convert_to_numpy(Preprocess(m)(pixels)) for m in ("caffe", "tf")}
+    outputs = {
+        m: keras.ops.convert_to_numpy(preprocessing_layer(m)(pixels)) for m in ("caffe", "tf")
+    }
     assert not np.allclose(outputs["caffe"], outputs["tf"])
 
 

@@ -7,7 +7,7 @@ import pytest
 import tlkeras as tl
 from tlkeras.backbones import BACKBONES
 from tlkeras.explain import find_gradcam_layer, gradcam, overlay_heatmap
-from tlkeras.layers import Preprocess
+from tlkeras.layers import preprocessing_layer
 from tlkeras.model import get_base
 
 SIZE, SQUARE = 48, 16
@@ -22,7 +22,7 @@ def square_image(rng, colour, row, column):
 
 
 def tiny_classifier():
-    """A classifier shaped like build_model's (Preprocess, nested backbone, GAP head), small
+    """A classifier shaped like build_model's (preprocess, nested backbone, GAP head), small
     enough to train in seconds; its 12x12 feature map can localise a 16-pixel square."""
     image = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(image)
@@ -32,7 +32,7 @@ def tiny_classifier():
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
     base = keras.Model(image, x, name="tiny_cnn")
     inputs = keras.Input((SIZE, SIZE, 3))
-    x = Preprocess("tf", name="preprocess")(inputs)
+    x = preprocessing_layer("tf")(inputs)
     x = base(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(x)

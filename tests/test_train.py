@@ -84,9 +84,65 @@ def test_reloaded_run_predicts_identically_and_loads_in_safe_mode(trained_run):
     for a, b in zip(before, after, strict=True):
         assert [name for name, _ in a["top"]] == [name for name, _ in b["top"]]
         np.testing.assert_allclose([p for _, p in a["top"]], [p for _, p in b["top"]], rtol=1e-5)
-    # A plain Keras load with safe_mode works too (tlkeras is imported, registering Preprocess).
-    model = keras.saving.load_model(os.path.join(run.path, "model.keras"), safe_mode=True)
-    assert model.output_shape == (None, 2)
+
+
+PLAIN_KERAS_LOAD = """
+import sys
+import keras, numpy as np
+model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+loaded = sorted(name for name in sys.modules if name.split(".")[0] == "tlkeras")
+assert not loaded, loaded
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_a_saved_model_opens_with_keras_alone_in_a_fresh_process(trained_run, tmp_path, backend):
+    """No tlkeras import, safe_mode=True, and the predictions `tlkeras predict` makes."""
+    import subprocess
+    import sys
+
+    from tlkeras.images import load_images
+
+    pytest.importorskip(backend)
+    run, data_dir = trained_run
+    paths = [
+        os.path.join(data_dir, "cat", "img_000.png"),
+        os.path.join(data_dir, "dog", "img_001.png"),
+    ]
+    np.save(tmp_path / "images.npy", load_images(paths, run.image_size).astype("float32"))
+    environment = {**os.environ, "KERAS_BACKEND": backend}
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_KERAS_LOAD, os.path.join(run.path, "model.keras")]
+        + [str(tmp_path / "images.npy"), str(tmp_path / "out.npy")],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    probabilities = np.load(tmp_path / "out.npy")
+    for row, predicted in zip(probabilities, tl.predict(run, paths, top_k=2), strict=True):
+        label, probability = predicted["top"][0]
+        assert run.class_names[int(row.argmax())] == label
+        np.testing.assert_allclose(row.max(), probability, rtol=1e-4)
+
+
+def test_a_run_saved_with_the_old_preprocess_layer_still_loads(tmp_path):
+    from tlkeras.layers import Preprocess
+    from tlkeras.saving import load_model, save_model
+
+    inputs = keras.Input((8, 8, 3))
+    x = Preprocess("caffe", name="preprocess", dtype="float32")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    save_model(tmp_path / "old.keras", model, class_names=["a", "b"])
+    loaded, metadata = load_model(tmp_path / "old.keras")
+    assert metadata["class_names"] == ["a", "b"]
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0))
 
 
 def test_bare_keras_file_carries_its_class_names(trained_run):

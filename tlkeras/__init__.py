@@ -56,7 +56,7 @@ _EXPORTS = {
     "tlkeras.explain": ["explain", "gradcam"],
     "tlkeras.export": ["export_model"],
     "tlkeras.features": ["cache_features", "split_model"],
-    "tlkeras.layers": ["Preprocess"],
+    "tlkeras.layers": ["Preprocess", "preprocessing_layer"],
     "tlkeras.lr_find": ["lr_find"],
     "tlkeras.model": [
         "WeightsUnavailableError",

@@ -37,7 +37,7 @@ A = keras.applications
 #: Where Keras keeps most ImageNet weights files (EfficientNet's are one folder up).
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
-#: How each preprocessing mode maps raw 0-255 RGB pixels; see `tlkeras.layers.Preprocess`.
+#: How each preprocessing mode maps raw 0-255 RGB pixels; see `tlkeras.layers.preprocessing_layer`.
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
 
 

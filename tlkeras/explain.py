@@ -8,7 +8,7 @@ towards the class.
 
 The backbone is a model nested inside the classifier, with the preprocessing layer in front
 of it. `split_at_feature_map` cuts the classifier, reusing its own trained layers, into two
-models: `images -> Preprocess -> backbone up to the feature map`, and `feature map -> rest
+models: `images -> preprocess -> backbone up to the feature map`, and `feature map -> rest
 of the backbone -> head -> class scores`. The first runs without recording gradients; the
 gradient tape watches the feature map and records only the second, so the backward pass
 covers the head alone rather than the whole backbone. The class score is the logit, before

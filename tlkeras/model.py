@@ -2,7 +2,7 @@
 
 The model takes raw RGB pixels in [0, 255] and is, from bottom to top:
 
-    image -> Preprocess (the backbone's own preprocess_input, as a layer)
+    image -> preprocess (the backbone's own preprocess_input, as Keras' built-in layers)
           -> backbone (its BatchNormalization layers never trainable, so in inference mode)
           -> GlobalAveragePooling2D -> Dropout -> Dense(relu, optional) -> Dropout
           -> Dense(num_classes, softmax, float32)
@@ -33,7 +33,7 @@ import warnings
 import keras
 
 from tlkeras.backbones import Backbone, check_num_blocks, get_backbone, layer_blocks
-from tlkeras.layers import Preprocess
+from tlkeras.layers import preprocessing_layer
 from tlkeras.weights import (
     WEIGHT_COUNTS,
     WeightsUnavailableError,
@@ -228,8 +228,7 @@ def build_model(
     base.trainable = False
 
     inputs = keras.Input(shape=(height, width, 3), name="image")
-    # float32 whatever the precision: bfloat16 would round the ImageNet mean (103.939 to 104).
-    x = Preprocess(backbone.preprocessing, name="preprocess", dtype="float32")(inputs)
+    x = preprocessing_layer(backbone.preprocessing)(inputs)  # float32, frozen, built-in.
     # No call-time training=False: fit's training=True would override it. BatchNorm stays in
     # inference mode because its layers are not trainable (see the module docstring).
     x = base(x)

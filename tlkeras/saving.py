@@ -67,7 +67,8 @@ SAFE_PACKAGES = ("keras", "tlkeras", "builtins")
 def find_unsafe_objects(config) -> list[str]:
     """Describes every object in a Keras model configuration that would carry code.
 
-    tlkeras models are made of Keras layers and `tlkeras.layers.Preprocess` only; anything
+    tlkeras models are made of Keras layers only (older ones also of
+    `tlkeras.layers.Preprocess`); anything
     else (a Lambda layer, a serialised Python function, a class from another package) is
     listed here.
 
@@ -178,7 +179,7 @@ def load_model(path) -> tuple[keras.Model, dict]:
             "Layer subclass instead of a Lambda), or load it with keras.saving.load_model("
             f"safe_mode=False) only if you trust where it came from. Received: path={path!r}"
         )
-    import tlkeras.layers  # noqa: F401  (registers the Preprocess layer before loading)
+    import tlkeras.layers  # noqa: F401  (registers the Preprocess layer of older run folders)
 
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
