@@ -161,6 +161,22 @@ def test_evaluating_on_the_training_folder_is_flagged(colour_run):
     assert "include the ones the model was trained on" in summary["warning"]
 
 
+def test_a_copy_of_the_training_folder_is_flagged_though_not_the_runs_own(colour_run, tmp_path):
+    """A copy with one training image gone is not the run's folder, but it holds the others."""
+    copy = shutil.copytree(colour_run.config["data_dir"], tmp_path / "copy")
+    split = tl.checkpoints.load_split(colour_run.path)
+    os.remove(os.path.join(copy, *split["train"]["paths"][0].split("/")))
+    report = tl.evaluate(colour_run, copy)
+    assert report["split"] == "all" and report["num_images"] == 36 - 1
+    trained_on = len(split["train"]["paths"]) - 1
+    assert report["num_training_images"] == trained_on
+    write_report(colour_run, report, tmp_path / "report", num_top_losses=0)
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert f"was trained on ({trained_on} of the 35 are in the run's" in metrics["warning"]
+    page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert '<p class="warning">Warning: These images include the ones the model' in page
+
+
 def test_the_training_folder_is_evaluated_on_its_held_out_images_by_default(colour_run):
     report = tl.evaluate(colour_run, colour_run.config["data_dir"])
     assert report["split"] == "val"

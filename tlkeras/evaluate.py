@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 
@@ -162,12 +163,45 @@ def _pick_files(run: Run, data_dir, split):
     return split, files, recorded
 
 
-def _num_trained_on(paths, recorded: dict[str, Split] | None) -> int | None:
-    """How many of `paths` the run was trained on (None when it recorded no split here)."""
-    if recorded is None:
+def _num_trained_on(run: Run, paths, recorded: dict[str, Split] | None) -> int | None:
+    """How many of `paths` the run was trained on; None for a folder not the run's own.
+
+    In the run's own folder these are the files of its recorded training split. Any other
+    folder may still hold training images (a copy with files added or removed): those are
+    the files with the same bytes as a file of the recorded training split, read from the
+    folder the run was trained on. None when there are none, or it cannot tell (the run
+    recorded no split, or that folder is gone).
+    """
+    if recorded is not None:
+        train = {os.path.normpath(path) for path in recorded["train"].paths}
+        return sum(os.path.normpath(path) in train for path in paths)
+    record = load_split(run.path)
+    trained_on = run.config.get("data_dir")
+    if not record or "train" not in record or not trained_on:
         return None
-    train = {os.path.normpath(path) for path in recorded["train"].paths}
-    return sum(os.path.normpath(path) in train for path in paths)
+    originals = [os.path.join(trained_on, *name.split("/")) for name in record["train"]["paths"]]
+    originals = [path for path in originals if os.path.isfile(path)]
+    return (originals and _num_same_contents(paths, originals)) or None
+
+
+def _num_same_contents(paths, originals) -> int:
+    """How many of `paths` hold the same bytes as one of `originals` (sizes compared first)."""
+    by_size: dict[int, list[str]] = {}
+    for path in originals:
+        by_size.setdefault(os.path.getsize(path), []).append(path)
+    digests: dict[str, str] = {}
+
+    def digest(path):
+        if path not in digests:
+            with open(path, "rb") as f:
+                digests[path] = hashlib.sha256(f.read()).hexdigest()  # one image at a time
+        return digests[path]
+
+    count = 0
+    for path in paths:
+        same_size = by_size.get(os.path.getsize(path), [])
+        count += bool(same_size) and digest(path) in {digest(other) for other in same_size}
+    return count
 
 
 #: Top-k accuracy is reported when a model has more classes than this; k is this number.
@@ -198,7 +232,8 @@ def evaluate(run: Run, data_dir, *, split: str | None = None, batch_size: int = 
         per image `paths`, `y_true`, `y_pred`, `probabilities` and `losses` (cross-entropy),
         `skipped_files` (unreadable files left out, each `{"path", "reason"}`), and
         `num_training_images`: how many of the evaluated images the run was trained on (0 for
-        its held-out images, None for a folder that is not the run's own).
+        its held-out images; in another folder, the files with the bytes of a training image,
+        or None when there are none or it cannot tell).
 
     Example:
         >>> report = evaluate(run, "data/flowers", split="test")
@@ -256,7 +291,7 @@ def evaluate(run: Run, data_dir, *, split: str | None = None, batch_size: int = 
         "probabilities": probabilities.tolist(),
         "losses": losses.tolist(),
         "skipped_files": [problem._asdict() for problem in skipped],
-        "num_training_images": _num_trained_on(files.paths, recorded),
+        "num_training_images": _num_trained_on(run, files.paths, recorded),
     }
 
 

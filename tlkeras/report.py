@@ -77,7 +77,8 @@ def _training_data_warning(report: dict) -> str | None:
     """Warns when the evaluated images include ones the run recorded as training images.
 
     `evaluate` counts them against the run's recorded split (`num_training_images`), so the
-    warning does not depend on how the data folder's path was spelled.
+    warning does not depend on how the data folder's path was spelled, and it counts them in
+    a folder that is not the run's own too (a copy of it with files added or removed).
     """
     count = report.get("num_training_images")
     if not count:
