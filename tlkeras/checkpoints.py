@@ -595,9 +595,12 @@ def stage_callbacks(
 
     `StopOnNaN`; early stopping (`patience` > 0); `best.keras` (written before the epoch's
     checkpoint commits, so the state never names an epoch whose best model is not on disk);
-    TensorBoard's event files in `logs/stage1` and `logs/stage2`; the epoch checkpoint,
-    last, so nothing slow runs between its commit and the next epoch. Put
-    `guards.StopOnInterrupt` after them.
+    the epoch checkpoint; TensorBoard's event files in `logs/stage1` and `logs/stage2`,
+    last. Put `guards.StopOnInterrupt` after them.
+
+    Unlike every other file of a run folder, TensorBoard's event files are not written
+    atomically: TensorBoard appends to them as training goes. They are a log that resuming
+    never reads, so a kill costs at most the last epochs' points in them, never the run.
 
     Example:
         >>> callbacks = stage_callbacks("runs/x", state, stage=1, class_names=["a", "b"])
