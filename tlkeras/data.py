@@ -15,8 +15,8 @@ never stops mid-epoch because of a file.
 
 Training reads `Data.epoch_dataset`, whose order depends only on `(seed, epoch)` so that a
 resumed run sees the batches an uninterrupted one would. When the images fit in a quarter of
-the memory (`CACHE_MEMORY_FRACTION`) they are decoded once; otherwise every epoch decodes
-them as it reads them, and no step holds a whole split in memory.
+the available memory (`CACHE_MEMORY_FRACTION`) they are decoded once; otherwise every epoch
+decodes them as it reads them, and no step holds a whole split in memory.
 
 See `tlkeras.scan` for the folder layouts.
 
@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from tlkeras.augment import augmentation_layer
 from tlkeras.images import _check_image_size, load_image, load_images
+from tlkeras.memory import available_memory
 
 # Re-exported: the folder layout used to live in this module.
 from tlkeras.scan import (  # noqa: F401
@@ -53,7 +54,8 @@ from tlkeras.scan import (  # noqa: F401
 )
 
 CACHE_MEMORY_FRACTION = 0.25
-"""Decoded images are cached in memory when they take at most this fraction of the RAM."""
+"""Decoded images are kept in memory when they take at most this fraction of the memory
+available (`tlkeras.memory.available_memory`)."""
 
 
 def make_dataset(
@@ -212,12 +214,13 @@ def check_class_weight(mode: str | None) -> str:
 
 
 def memory_budget() -> int:
-    """Bytes of decoded images `load_data` is willing to cache in memory (a quarter of RAM)."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # e.g. Windows
-        total = 8 * 2**30
-    return int(total * CACHE_MEMORY_FRACTION)
+    """Bytes of decoded images `load_data` keeps in memory: a quarter of the available memory.
+
+    The available memory is `tlkeras.memory.available_memory`'s, so a container's limit
+    counts, not the host's RAM (8 GiB when it cannot be told).
+    """
+    available = available_memory()
+    return int((8 * 2**30 if available is None else available) * CACHE_MEMORY_FRACTION)
 
 
 @dataclasses.dataclass

@@ -1,6 +1,8 @@
 """Memory: how much is available, and keeping it flat when many runs train in one process.
 
-`available_memory` tells `tlkeras.features` whether cached features fit in memory.
+`available_memory` is the one memory probe (container limits included): `tlkeras.data`
+asks it whether the decoded images fit in memory, `tlkeras.features` whether cached
+features do.
 
 Two things make each run's model outlive it:
 
@@ -35,31 +37,97 @@ import os
 CUSTOM_GRADIENT_PREFIX = "CustomGradient-"  # tensorflow/python/ops/custom_gradient.py
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux, with container limits), or None if unknown."""
-    available = []
+#: A cgroup memory limit at or above this means "no limit" (cgroup v1 writes 2**63 - 4096).
+_NO_LIMIT = 2**60
+
+
+def available_memory(*, root: str = "/") -> int | None:
+    """Bytes of memory this process can still use, container limits included; None if unknown.
+
+    The one memory probe of tlkeras: every decision to keep something in memory (decoded
+    images, cached features) asks it. It is the least of:
+
+    - the kernel's estimate, `MemAvailable` in `/proc/meminfo` (free memory plus what can be
+      reclaimed without swapping);
+    - for this process's cgroup and each of its parents, cgroup v2's `memory.max` or v1's
+      `memory.limit_in_bytes`, minus what the group uses (`memory.current` or
+      `memory.usage_in_bytes`, less the page cache it could drop, `inactive_file`).
+
+    A container's limit is what its out-of-memory killer enforces, and `/proc/meminfo` shows
+    the whole machine's memory, so without the second part a container would be told it has
+    the host's RAM. Where neither can be read (not Linux), it is the free memory the system
+    reports, or None.
+
+    Args:
+        root: The file system root to read `/proc` and `/sys/fs/cgroup` from (for tests).
+            Defaults to "/".
+
+    Returns:
+        Bytes, at least 0, or None.
+
+    Example:
+        >>> available_memory()  # doctest: +SKIP
+        21474836480
+    """
+    proc = os.path.join(root, "proc")
+    found = [_meminfo_available(proc), *_cgroup_room(proc, os.path.join(root, "sys/fs/cgroup"))]
+    found = [value for value in found if value is not None]
+    if not found and root == "/":
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # e.g. Windows
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return max(0, min(found)) if found else None
+
+
+def _read(path: str) -> str | None:
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    available.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v2: the container's limit minus what it already uses.
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as f:
-            current = int(f.read())
-        if limit != "max":
-            available.append(int(limit) - current)
-    except (OSError, ValueError):
-        pass
-    if not available:
-        try:
-            available.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (AttributeError, OSError, ValueError):
-            return None
-    return max(0, min(available))
+        with open(path, encoding="ascii") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _meminfo_available(proc: str) -> int | None:
+    for line in (_read(os.path.join(proc, "meminfo")) or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _cgroup_room(proc: str, mount: str) -> list[int]:
+    """What every cgroup of this process, from its own up to the root, has left."""
+    rooms = []
+    for line in (_read(os.path.join(proc, "self", "cgroup")) or "").splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "" and path:  # cgroup v2
+            folder, names = mount, ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):  # cgroup v1
+            folder = os.path.join(mount, "memory")
+            names = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts), -1, -1):
+            room = _room_in(os.path.join(folder, *parts[:depth]), *names)
+            if room is not None:
+                rooms.append(room)
+    return rooms
+
+
+def _room_in(folder: str, limit_file: str, usage_file: str, inactive_key: str) -> int | None:
+    """A cgroup's limit minus its usage (less its reclaimable page cache), or None."""
+    limit, usage = _read(os.path.join(folder, limit_file)), _read(os.path.join(folder, usage_file))
+    try:
+        limit, usage = int(limit), int(usage)
+    except (TypeError, ValueError):  # Missing, or "max": no limit at this level.
+        return None
+    if limit >= _NO_LIMIT:
+        return None
+    inactive = 0
+    for line in (_read(os.path.join(folder, "memory.stat")) or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == inactive_key and value.strip().isdigit():
+            inactive = int(value)
+    return limit - max(usage - inactive, 0)
 
 
 def _gradient_registry() -> dict | None:
