@@ -96,6 +96,20 @@ def test_pipeline_is_cached_batched_and_seeded(image_folder, monkeypatch):
     assert sorted(first_labels) == sorted(data.folder.splits["train"].labels)
 
 
+def test_the_validation_split_is_decoded_once_not_every_epoch(image_folder, monkeypatch):
+    calls = []
+    read = data_module.load_image
+    monkeypatch.setattr(data_module, "load_image", lambda *a: calls.append(a) or read(*a))
+    data = tl.load_data(image_folder, image_size=32, batch_size=3, verbose=False)
+    val = data.dataset("val")
+    assert int(val.cardinality()) == 2  # 4 images in batches of 3; known to Keras
+    first = batches(val)
+    second = batches(val)
+    assert len(calls) == len(data.folder.splits["val"]) == 4, "the second pass read memory"
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], data.folder.splits["val"].labels)
+
+
 def test_without_cache_the_same_images_are_read(image_folder, monkeypatch):
     cached = tl.load_data(image_folder, image_size=32, batch_size=5, verbose=False)
     monkeypatch.setattr(data_module, "memory_budget", lambda: 1000)  # < 24 * 32 * 32 * 3
@@ -141,6 +155,10 @@ def test_a_file_broken_after_the_scan_is_skipped_not_fatal(image_folder):
         images, labels = batches(data.dataset("train"))
     assert len(images) == len(data.folder.splits["train"])  # the epoch is topped up
     assert images.min() >= 0 and images.max() <= 255
+    with pytest.warns(RuntimeWarning, match="img_001.png' takes its place"):
+        images, labels = batches(data.dataset("train", shuffle=False))
+    np.testing.assert_array_equal(images[0], images[1])  # the next file, in place of the first
+    assert labels[0] == labels[1]
 
 
 def test_messy_folder_feeds_only_good_images(tmp_path, capsys):

@@ -147,9 +147,10 @@ def make_file_dataset(
     """Builds the tf.data pipeline that reads image files for `model.fit` and `evaluate`.
 
     Files are decoded with `tlkeras.images.load_image` in tf.data's parallel map. A file
-    that cannot be read is skipped with a warning and the epoch is topped up with another
-    image, so the dataset keeps its length (`len(paths)` images) and never raises because
-    of a file. Run `tlkeras.scan.scan_dataset` first so that this never happens silently.
+    that cannot be read is skipped with a warning and the next readable file of `paths`
+    takes its place, so the dataset keeps its length (`len(paths)` images) and never raises
+    because of a file. Run `tlkeras.scan.scan_dataset` first so that this never happens
+    silently.
 
     Args:
         paths: Image file paths.
@@ -158,8 +159,9 @@ def make_file_dataset(
         batch_size: Images per batch. Defaults to 32.
         shuffle: Reshuffle every epoch (training only). Defaults to False: file order.
         seed: Shuffle seed. Defaults to 0.
-        cache: Keep the decoded images in memory after the first epoch. Needs
-            `len(paths) * height * width * 3` bytes. Defaults to True.
+        cache: Keep the decoded images in memory after the first pass, so every later pass
+            (epoch) reads them from memory. Needs `len(paths) * height * width * 3` bytes.
+            Defaults to True.
         augment: A Keras layer applied to each float32 batch with `training=True`
             (see `tlkeras.augment.build_augmentation`), or `None`. Defaults to None.
 
@@ -170,7 +172,7 @@ def make_file_dataset(
         >>> ds = make_file_dataset(["a.jpg", "b.png"], [0, 1], image_size=224, batch_size=2)
     """
     _check_batch_size(batch_size)
-    image_size = _check_image_size(image_size)
+    height, width = _check_image_size(image_size)
     paths = [os.fsencode(os.fspath(p)) for p in paths]  # bytes: any file name survives
     labels = np.asarray(labels, dtype="int32")
     if len(paths) != len(labels):
@@ -178,25 +180,63 @@ def make_file_dataset(
             f"Got {len(paths)} paths but {len(labels)} labels; give one label per file. "
             f"Received: num_labels={len(labels)}"
         )
-    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), labels))
-    buffer = max(1, len(paths))  # The whole split: a full shuffle.
-    if shuffle and not cache:  # Shuffle the paths, not a buffer of decoded images.
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(
-        functools.partial(_decode, image_size=image_size), num_parallel_calls=tf.data.AUTOTUNE
+    read = functools.partial(
+        _read_or_substitute, paths=paths, labels=labels, height=height, width=width
     )
-    dataset = dataset.filter(_was_read).map(_without_flag)
+
+    def decode(index):
+        image, label = tf.numpy_function(read, [index], [tf.uint8, tf.int32], stateful=False)
+        return tf.ensure_shape(image, (height, width, 3)), tf.ensure_shape(label, ())
+
+    dataset = tf.data.Dataset.range(len(paths))
+    buffer = max(1, len(paths))  # The whole split: a full shuffle.
+    if shuffle and not cache:  # Shuffle the files, not a buffer of decoded images.
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
+        # Nothing after the cache cuts a pass short, so the first pass fills it completely
+        # and every later one reads memory (a pass stopped early leaves TensorFlow's cache
+        # unfinished, and the next one would decode every file again).
         dataset = dataset.cache()
         if shuffle:
             dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    # Keeps the length known (Keras shows steps per epoch) even if a file was skipped above.
-    dataset = dataset.repeat().take(len(paths)).batch(batch_size)
-    dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:
         # Sequential, so the random transformations follow the seed exactly.
         dataset = dataset.map(lambda images, y: (augment(images, training=True), y))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _read_or_substitute(index, *, paths, labels, height: int, width: int):
+    """Decodes file `index` for tf.data; if it fails, the next readable file takes its place.
+
+    Returns:
+        `(image, label)` of the file read: uint8 `(height, width, 3)` and int32.
+    """
+    index = int(index)
+    for step in range(len(paths)):
+        position = (index + step) % len(paths)
+        try:
+            image = load_image(os.fsdecode(paths[position]), (height, width))
+        except Exception as error:  # Any failure here would otherwise end the whole run.
+            if step == 0:
+                problem = error
+            continue
+        if step:
+            instead = f"{os.fsdecode(paths[position])!r} takes its place"
+            _warn_skipped(paths[index], problem, instead)
+        return image, labels[position]
+    _warn_skipped(paths[index], problem, "no file of its split can be read: a black image")
+    return np.zeros((height, width, 3), np.uint8), labels[index]
+
+
+def _warn_skipped(path: bytes, error: Exception, instead: str) -> None:
+    warnings.warn(
+        f"Skipped {os.fsdecode(path)!r} during training: it could not be read although the "
+        f"pre-scan read it (was it changed or deleted?); {instead}. {error}",
+        RuntimeWarning,
+        stacklevel=1,
+    )
 
 
 CLASS_WEIGHT_MODES = ("none", "balanced")
