@@ -135,6 +135,81 @@ def test_model_naming_code_from_another_module_is_refused(saved_run):
         tl.load_run(saved_run.path)
 
 
+@pytest.mark.parametrize(
+    ("module", "name", "message"),
+    [
+        ("keras.utils", "get_file", "a reference to keras.utils.get_file, which fetches"),
+        (
+            "keras.config",
+            "enable_unsafe_deserialization",
+            "a reference to keras.config.enable_unsafe_deserialization",
+        ),
+        ("keras.src.saving.saving_api", "load_model", "keras.src.saving.saving_api.load_model"),
+        ("keras.ops", "exp", "a reference to the function keras.ops.exp"),
+    ],
+)
+def test_keras_own_dangerous_names_are_refused(saved_run, module, name, message):
+    """Gadgets Keras itself would resolve: refused even where a Keras release allows them."""
+    path = os.path.join(saved_run.path, "model.keras")
+
+    def inject(config):
+        dense = config["config"]["layers"][-1]
+        dense["config"]["activation"] = {
+            "module": module,
+            "class_name": "function",
+            "config": name,
+            "registered_name": name,
+        }
+        return config
+
+    rewrite_config(path, inject)
+    with pytest.raises(ValueError, match=f"Refusing to load .* {message}"):
+        tl.load_run(saved_run.path)
+
+
+def test_a_keras_with_known_safe_mode_bypasses_is_refused(saved_run, monkeypatch):
+    monkeypatch.setattr(keras, "__version__", "3.13.2")
+    with pytest.raises(ValueError, match=r"Keras 3.13.2 has known ways around safe_mode.*3.14"):
+        tl.load_run(saved_run.path)
+
+
+def test_a_deprecation_warning_does_not_fail_loading_weights(tmp_path, monkeypatch):
+    """Only Keras' own warning that a file does not fit refuses it."""
+    from tlkeras.saving import load_weights_strictly
+
+    model = tl.build_model("vgg16", num_classes=2, image_size=32, weights=None, dense_units=0)
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    original = keras.Model.load_weights
+
+    def load_and_warn(self, filepath, *args, **kwargs):
+        import warnings
+
+        warnings.warn("some library is deprecated", DeprecationWarning, stacklevel=1)
+        return original(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "load_weights", load_and_warn)
+    with pytest.warns(DeprecationWarning):
+        load_weights_strictly(model, path)
+
+    def load_and_skip(self, filepath, *args, **kwargs):
+        import warnings
+
+        original(self, filepath, *args, **kwargs)
+        saving_lib = os.path.join(
+            os.path.dirname(keras.__file__), "src", "saving", "saving_lib.py"
+        )
+        warnings.warn_explicit("Skipping nested container 'x'.", UserWarning, saving_lib, 1)
+
+    monkeypatch.setattr(keras.Model, "load_weights", load_and_skip)
+    with pytest.raises(ValueError, match="does not fit the model: Skipping nested container"):
+        load_weights_strictly(model, path)
+    monkeypatch.undo()
+    other = tl.build_model("vgg16", num_classes=3, image_size=32, weights=None, dense_units=0)
+    with pytest.raises(ValueError, match="could not be loaded"):  # Keras refuses this itself.
+        load_weights_strictly(other, path)
+
+
 def test_lambda_layer_is_refused_with_the_reason(tmp_path):
     inputs = keras.Input((4,))
     outputs = keras.layers.Lambda(lambda x: x * 2, name="double")(inputs)

@@ -14,9 +14,11 @@ passes that down to every layer inside it, nested backbone included, overriding 
 `operation_fn`). What keeps BatchNorm in inference mode is that Keras 3 runs a
 BatchNormalization layer that is not trainable in inference mode (its moving statistics,
 never batch statistics, and no updates): `build_model` freezes the whole backbone and
-`unfreeze_top_blocks` never unfreezes a BatchNorm layer. Other layers inside the backbone do
-see `training=True` under `fit`: EfficientNet's stochastic-depth Dropout layers (`*_drop`)
-are active while training, and only then.
+`unfreeze_top_blocks` never unfreezes a BatchNorm layer. `tlkeras.train` goes further and
+runs the whole backbone, unfrozen blocks included, in inference mode
+(`tlkeras.features`' `_InferenceMode`), so EfficientNet's stochastic-depth Dropout layers
+(`*_drop`) stay off in training too, on the cached and the end-to-end path alike; only a
+model fitted by hand with plain `model.fit` has them active.
 
 Example:
     >>> model = build_model("vgg16", num_classes=3, image_size=32, weights=None)
@@ -28,12 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 
 import keras
 
 from tlkeras.backbones import Backbone, check_num_blocks, get_backbone, layer_blocks
 from tlkeras.layers import preprocessing_layer
+from tlkeras.saving import load_weights_strictly
 from tlkeras.weights import (
     WEIGHT_COUNTS,
     WeightsUnavailableError,
@@ -166,10 +168,7 @@ def _load_weights_file(build, backbone: Backbone, weights) -> keras.Model:
             with keras_loads_weights_from(path):
                 return build("imagenet")
         base = build(None)
-        with warnings.catch_warnings():
-            # Keras only warns when parts of a file do not match the model; refuse instead.
-            warnings.simplefilter("error")
-            base.load_weights(path)
+        load_weights_strictly(base, path)  # Refuses a file whose parts do not all fit.
         return base
     except Exception as error:
         arrays, values = WEIGHT_COUNTS.get(backbone.name, (0, 0))

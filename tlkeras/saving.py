@@ -3,7 +3,9 @@
 `save_model` writes a `.keras` file atomically with the class names (and backbone) embedded
 in the archive as `tlkeras.json`. `load_model` reads the model's configuration first and
 refuses anything that carries code (a Lambda layer, a Python function, a class from outside
-Keras and tlkeras), then loads it with Keras' `safe_mode=True`.
+Keras and tlkeras, a reference to a function, or a Keras name that downloads, loads or
+switches safe mode off), then loads it with Keras' `safe_mode=True`, on a Keras release
+without the known safe-mode bypasses (`MIN_SAFE_KERAS`).
 
 Example:
     >>> save_model("digits.keras", model, class_names=[str(i) for i in range(10)])
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import zipfile
 
 import keras
@@ -62,6 +65,24 @@ UNSAFE_CLASSES = {
 }
 #: Packages whose classes a saved tlkeras model may name; builtins names Keras' own functions.
 SAFE_PACKAGES = ("keras", "tlkeras", "builtins")
+#: Keras names that fetch files, load other files or turn safe mode off: refused wherever a
+#: configuration names them, even on a Keras that would allow them (the gadgets of
+#: CVE-2025-1550, CVE-2025-8747 and CVE-2025-9906).
+DANGEROUS_KERAS_NAMES = (
+    "get_file",
+    "enable_unsafe_deserialization",
+    "load_model",
+    "load_weights",
+    "deserialize_keras_object",
+    "register_keras_serializable",
+    "TFSMLayer",
+)
+#: Keras modules a model configuration has no business naming.
+DANGEROUS_KERAS_MODULES = ("keras.utils", "keras.config", "keras.saving", "keras.models")
+#: The first Keras release without a known safe-mode bypass: CVE-2025-1550 (fixed in 3.9),
+#: CVE-2025-8747 and CVE-2025-9906 (3.11.0), CVE-2025-9905 (3.11.3), CVE-2025-12060
+#: (3.12.0), CVE-2026-1462 (TFSMLayer, 3.14.0). Checked against the advisories in 2026-12.
+MIN_SAFE_KERAS = (3, 14, 0)
 
 
 def find_unsafe_objects(config) -> list[str]:
@@ -88,10 +109,20 @@ def find_unsafe_objects(config) -> list[str]:
         inner = config.get("config")
         name = inner.get("name") if isinstance(inner, dict) else None
         where = f" (layer {name!r})" if isinstance(name, str) else ""
+        names = {class_name, config.get("registered_name")}
+        if class_name == "function" and isinstance(inner, str):
+            names.add(inner)
+        dangerous = sorted(n for n in names if n in DANGEROUS_KERAS_NAMES)
         if class_name in UNSAFE_CLASSES:
             found.append(UNSAFE_CLASSES[class_name] + where)
+        elif dangerous:
+            found.append(f"a reference to {module}.{dangerous[0]}, which fetches or loads{where}")
         elif isinstance(module, str) and module.split(".")[0] not in SAFE_PACKAGES:
             found.append(f"the class {module}.{class_name}, from outside Keras and tlkeras{where}")
+        elif isinstance(module, str) and module.startswith(DANGEROUS_KERAS_MODULES):
+            found.append(f"a reference into {module}, which no model needs{where}")
+        elif class_name == "function" and not str(module).startswith("keras.activations"):
+            found.append(f"a reference to the function {module}.{inner}{where}")
         values = config.values()
     elif isinstance(config, list):
         values = config
@@ -169,6 +200,7 @@ def load_model(path) -> tuple[keras.Model, dict]:
             f"No model file at {path!r}. Expected a run folder holding model.keras or a "
             f".keras file. Received: path={path!r}"
         )
+    _check_keras_is_safe(path)
     unsafe = find_unsafe_objects(_read_model_config(path))
     if unsafe:
         more = f" and {len(unsafe) - 1} more such object(s)" if len(unsafe) > 1 else ""
@@ -190,3 +222,45 @@ def load_model(path) -> tuple[keras.Model, dict]:
             f"Received: path={path!r}"
         ) from None
     return model, read_embedded_metadata(path)
+
+
+def _check_keras_is_safe(path) -> None:
+    release = tuple(int(part) for part in keras.__version__.split(".")[:3] if part.isdigit())
+    if release < MIN_SAFE_KERAS:
+        wanted = ".".join(map(str, MIN_SAFE_KERAS))
+        raise ValueError(
+            f"Keras {keras.__version__} has known ways around safe_mode, so tlkeras will not "
+            f"load a model with it. Expected Keras {wanted} or later: run `pip install "
+            f"'keras>={wanted}'`. Received: path={os.fspath(path)!r}"
+        )
+
+
+def load_weights_strictly(model: keras.Model, path) -> None:
+    """Loads a weights file into `model`, refusing one whose parts do not all fit.
+
+    Keras only warns (a `UserWarning`) when parts of a file do not match the model; this
+    turns those warnings into a `ValueError`. Other warnings, such as a library's
+    `DeprecationWarning`, pass through untouched instead of failing the load.
+
+    Raises:
+        ValueError: If Keras warned that the file does not fit the model.
+
+    Example:
+        >>> load_weights_strictly(base, "pretrained/backbone.weights.h5")
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.load_weights(os.fspath(path))
+    mismatches = []
+    for warning in caught:
+        if issubclass(warning.category, UserWarning) and "keras" in warning.filename:
+            mismatches.append(str(warning.message).strip().splitlines()[0])
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    if mismatches:
+        raise ValueError(
+            f"The weights file {os.fspath(path)!r} does not fit the model: {mismatches[0]} "
+            f"Expected a file saved from the same model. Received: path={os.fspath(path)!r}"
+        )
