@@ -155,6 +155,19 @@ def test_resume_refuses_changed_settings_but_allows_a_lower_learning_rate(tmp_pa
     assert "now with learning_rate=0.0001 (was 0.001)" in capsys.readouterr().out
 
 
+def test_resume_takes_another_cache_memory_and_one_the_run_never_saved(tmp_path, capsys):
+    settings = {"seed": 0, "cache_memory": "3%"}
+    new_run(tmp_path, "run", {"seed": 0})  # Saved by a tlkeras without --cache-memory.
+    state = checkpoints.start_run(tmp_path / "run", settings=settings, resume=True)
+    assert state.settings == settings
+    new_run(tmp_path, "other", settings)
+    changed = {**settings, "cache_memory": "0"}
+    assert checkpoints.start_run(tmp_path / "other", settings=changed, resume=True).settings == (
+        changed
+    )
+    assert "now with cache_memory='0' (was '3%')" in capsys.readouterr().out
+
+
 def test_resume_refuses_a_changed_split(tmp_path):
     state = checkpoints.start_run(tmp_path / "run", settings={})
     before = {"train": Split(["/d/cat/1.png", "/d/dog/2.png"], np.array([0, 1]))}

@@ -16,6 +16,7 @@ from tlkeras.data import epoch_dataset
 from tlkeras.features import (
     DiskArray,
     FeatureCache,
+    RunCache,
     cache_features,
     choose_storage,
     pooled_from_boundary,
@@ -136,7 +137,7 @@ def test_fine_tuning_from_the_boundary_equals_end_to_end_fine_tuning(data, backb
     )
 
 
-def _train(folder, out, *, cache):
+def _train(folder, out, *, cache, cache_memory="3%"):
     config = TrainConfig(
         folder,
         out=str(out),
@@ -150,6 +151,7 @@ def _train(folder, out, *, cache):
         patience=0,
         class_weight="balanced",
         cache=cache,
+        cache_memory=cache_memory,
     )
     return tl.train(config)
 
@@ -173,7 +175,6 @@ def test_train_with_and_without_the_cache_gives_the_same_run(tmp_path, monkeypat
     def no_whole_split(*args, **kwargs):
         raise AssertionError("decoded a whole split into memory")
 
-    monkeypatch.setattr(features_module, "MEMORY_FRACTION", 1e-9)
     monkeypatch.setattr(data_module, "memory_budget", lambda: 1000)
     monkeypatch.setattr(data_module, "load_images", no_whole_split)
     monkeypatch.setattr(features_module, "SHARD_BYTES", 3 * 2 * 2 * 512 * 4)  # 3 rows a shard
@@ -183,7 +184,8 @@ def test_train_with_and_without_the_cache_gives_the_same_run(tmp_path, monkeypat
         DiskArray, "__getitem__", lambda a, k: reads.append(len(k[1])) or read(a, k)
     )
     for mode in ("off", "auto"):
-        runs[f"{mode}, larger than memory"] = _train(folder, tmp_path / f"{mode}-lm", cache=mode)
+        out = tmp_path / f"{mode}-lm"
+        runs[f"{mode}, larger than memory"] = _train(folder, out, cache=mode, cache_memory="0")
     assert reads and max(reads) <= 4, "the disk cache is read a batch at a time"
 
     expected = runs.pop("off")
@@ -232,10 +234,30 @@ def test_disk_array_writes_and_reads_across_shards(tmp_path):
 def test_choose_storage_decides_from_the_size():
     assert choose_storage(2**20, available=2**30) == "memory"
     assert choose_storage(2**29 + 1, available=2**30) == "disk"
+    assert choose_storage(2**29, budget="50%", available=2**30) == "memory"
+    assert choose_storage(2**20 + 1, budget="1MiB", available=2**40) == "disk"
+    assert choose_storage(1, budget=0) == "disk"
     assert choose_storage(2**40, "memory", available=2**30) == "memory"
     assert choose_storage(1, "disk") == "disk"
     with pytest.raises(ValueError, match=r"Expected one of .*'disk'.*Received: storage='ram'"):
         choose_storage(1, "ram")
+
+
+def test_the_budget_counts_every_cache_of_the_run_at_once(data, capsys):
+    """18 training and 6 validation images: 8 KiB of boundary features and 2 KiB of pooled
+    features each for VGG16's block5 at 32 px, 240 KiB in all; the training boundary alone
+    is 144 KiB, under a 200 KB budget, but the run's caches are not."""
+    model = tl.build_model("vgg16", num_classes=3, image_size=32, weights=None, dense_units=8)
+    stage = Stage(epochs=1, learning_rate=1e-3, cache_memory="200KB")
+    with RunCache(model, data, num_blocks=1) as shared:
+        train, val = shared.caches(stage)
+        assert shared.storage == train.storage == val.storage == "disk"
+    assert "The features take 240.0 KiB, more than the memory --cache-memory 200KB" in (
+        capsys.readouterr().out
+    )
+    stage.cache_memory = "240KiB"
+    with RunCache(model, data, num_blocks=1) as shared:
+        assert shared.caches(stage)[0].storage == "memory"
 
 
 def test_features_come_in_the_order_of_the_images_of_every_epoch():
@@ -338,6 +360,7 @@ def test_when_train_caches():
         ("cache", "ram", r"Expected one of \('auto', 'memory', 'disk', 'off'\)"),
         ("jit_compile", "yes", r"Received: jit_compile='yes'"),
         ("augment_passes", -1, r"at least 0"),
+        ("cache_memory", "lots", r"a size such as 512MiB.*Received: cache_memory='lots'"),
     ],
 )
 def test_speed_settings_are_checked_before_any_work(field, value, message):
@@ -355,7 +378,10 @@ def test_cli_speed_options_reach_the_config():
     assert (args.precision, args.jit_compile, args.cache) == ("mixed_bfloat16", False, "disk")
     plain = build_parser().parse_args(["train", "data"])
     assert (plain.precision, plain.jit_compile, plain.cache) == ("float32", "auto", "auto")
-    assert plain.augment_passes == 0
+    assert plain.augment_passes == 0 and plain.cache_memory == "3%"
+    assert build_parser().parse_args(["train", "d", "--cache-memory", "2GiB"]).cache_memory == (
+        "2GiB"
+    )
 
 
 def test_xla_with_bfloat16_on_a_cpu_warns():

@@ -56,6 +56,7 @@ CHANGEABLE_ON_RESUME = (
     "fine_tune_learning_rate",
     "patience",
     "deterministic",
+    "cache_memory",
 )
 STAGE_NAMES = {1: "stage 1, training the head", 2: "stage 2, fine-tuning"}
 
@@ -156,7 +157,8 @@ def _check_same_settings(run_dir, saved: dict, settings: dict) -> list[str]:
     """Fails if settings that define the run changed; returns the notes on those that may."""
     changed = [key for key in settings if key in saved and settings[key] != saved[key]]
     fixed = [key for key in changed if key not in CHANGEABLE_ON_RESUME]
-    added = [key for key in settings if key not in saved]
+    # A setting newer than the run (saved by an older tlkeras) may come in if it may change.
+    added = [key for key in settings if key not in saved and key not in CHANGEABLE_ON_RESUME]
     if fixed or added:
         wrong = ", ".join(
             [f"{key}={settings[key]!r} (the run has {saved[key]!r})" for key in fixed]

@@ -120,7 +120,7 @@ TRAIN_GROUPS = (
     (
         "speed (see the README's Performance section)",
         None,
-        ("precision", "jit_compile", "cache", "augment_passes"),
+        ("precision", "jit_compile", "cache", "cache_memory", "augment_passes"),
     ),
 )
 PRETRAIN_GROUPS = (

@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from tlkeras.memory import DEFAULT_CACHE_MEMORY  # Standard library only, like this module.
+
 #: Where the frozen part's output is kept: "off" runs the whole model every epoch.
 CACHE_MODES = ("auto", "memory", "disk", "off")
 #: The names `tlkeras.backbones.BACKBONES` registers, in its order.
@@ -91,8 +93,12 @@ class TrainConfig:
         cache: `"auto"` (the default), `"memory"` or `"disk"` run the frozen part of the
             model once and train the rest on its cached output (`tlkeras.features`), many
             times faster and with the same result; `"auto"` keeps the cache in memory when
-            it fits in half the free memory, else on disk. `"off"` runs the whole model
-            every epoch. Both checkpoint every epoch.
+            it fits in `cache_memory`, else on disk. `"off"` runs the whole model every
+            epoch. Both checkpoint every epoch.
+        cache_memory: With `cache="auto"`, the most memory the run's feature cache may take
+            before it goes to disk instead: a size (`512MiB`, `2GB`) or a share of the
+            available memory (`10%`); 0 always uses the disk. A disk cache's epochs take
+            about as long, so the default (3%) keeps large runs' memory flat.
         augment_passes: With augmentation and a cache: 0 (the default) trains end to end;
             K caches K augmented versions of every training image.
         callbacks: Keras callbacks for both stages (Python only; not saved with the run).
@@ -136,6 +142,7 @@ class TrainConfig:
     precision: str = "float32"
     jit_compile: bool | str = "auto"
     cache: str = "auto"
+    cache_memory: str = DEFAULT_CACHE_MEMORY
     augment_passes: int = 0
     # Python only: Keras callbacks for both stages, run after tlkeras' own.
     callbacks: list | None = dataclasses.field(default=None, repr=False, compare=False)
@@ -166,6 +173,9 @@ class Stage:
         cache: When training on a `tlkeras.data.Data`: `"auto"`, `"memory"` or `"disk"` run
             the frozen part once and train the rest on its cached output
             (`tlkeras.features`); `"off"` runs the whole model every epoch.
+        cache_memory: With `cache="auto"`, the most memory the cache may take before it
+            goes to disk: a size (`"512MiB"`) or a share of the available memory (`"3%"`);
+            see `tlkeras.memory.cache_budget`.
         augment: When training on a `Data`: the augmentation of the training images (a
             `tlkeras.augment.Augmentation`, a preset name or a Keras layer), or `None`.
         augment_passes: With augmentation and a cache: 0 trains end to end; K caches K
@@ -185,6 +195,7 @@ class Stage:
     jit_compile: bool | str = "auto"
     freeze_batchnorm: bool = True
     cache: str = "auto"
+    cache_memory: str = DEFAULT_CACHE_MEMORY
     augment: object = None
     augment_passes: int = 0
 

@@ -13,8 +13,9 @@ though its output never changes. `split_model` cuts the model where its frozen p
 
 `cache_features` runs the bottom once over the training and validation images, in batches,
 and keeps the *features* in memory, or in shard files on disk (`DiskArray`, read back a
-batch at a time, so memory stays flat however large the cache) when they would take more
-than half the memory available. `cached_datasets` hands `tlkeras.train.fit_stage` the top
+batch at a time, so memory stays flat however large the cache) when the run's caches would
+take more than the `cache_memory` budget (`tlkeras.memory.cache_budget`: by default 3% of
+the available memory). `cached_datasets` hands `tlkeras.train.fit_stage` the top
 and batches of those features; `end_to_end_model` is the same top fed by the bottom at every
 step, for when nothing is cached. Both share every layer with the model, so training them
 trains the model itself, preprocessing included.
@@ -61,15 +62,13 @@ from tlkeras.config import Stage
 from tlkeras.data import Data, epoch_batches
 from tlkeras.distribute import shard_by_data
 from tlkeras.guards import kill_point
-from tlkeras.memory import available_memory
+from tlkeras.memory import cache_budget
 from tlkeras.model import backbone_of, get_base, strategy_scope
 from tlkeras.precision import precision_scope
 from tlkeras.quiet import progress_verbose
 
 #: Where features can be kept: "auto" picks "memory" or "disk" from their size.
 STORAGES = ("auto", "memory", "disk")
-#: "auto" keeps features in memory when they take at most this fraction of the free memory.
-MEMORY_FRACTION = 0.5
 
 
 class _InferenceMode(keras.layers.Layer):
@@ -168,22 +167,26 @@ def pooled_from_boundary(model: keras.Model, num_blocks: int) -> keras.Model:
         return keras.Model(features, pooling(_InferenceMode(upper)(features)), name="pooled")
 
 
-def choose_storage(nbytes: int, storage: str = "auto", *, available: int | None = None) -> str:
+def choose_storage(
+    nbytes: int, storage: str = "auto", *, budget=None, available: int | None = None
+) -> str:
     """Decides where features of `nbytes` bytes are kept: `"memory"` or `"disk"`.
 
     Args:
-        nbytes: The size of the features.
+        nbytes: The size of the features (all the caches kept at once).
         storage: `"memory"` or `"disk"` are returned as they are; `"auto"` picks memory when
-            the features take at most half of the available memory, else disk. Defaults to
-            `"auto"`.
-        available: Available memory in bytes; defaults to what the system reports now (when
-            it cannot tell, up to 1 GiB is kept in memory).
+            the features fit in `budget`, else disk. Defaults to `"auto"`.
+        budget: The `cache_memory` setting: a size (`"512MiB"`) or a share of the
+            available memory (`"3%"`); see `tlkeras.memory.cache_budget`. Defaults to
+            `tlkeras.memory.DEFAULT_CACHE_MEMORY`.
+        available: Available memory in bytes, for a share; defaults to what
+            `tlkeras.memory.available_memory` reports now.
 
     Returns:
         `"memory"` or `"disk"`.
 
     Example:
-        >>> choose_storage(3 * 2**30, available=4 * 2**30)
+        >>> choose_storage(3 * 2**30, budget="50%", available=4 * 2**30)
         'disk'
     """
     if storage not in STORAGES:
@@ -193,10 +196,7 @@ def choose_storage(nbytes: int, storage: str = "auto", *, available: int | None 
         )
     if storage != "auto":
         return storage
-    available = available_memory() if available is None else available
-    if available is None:
-        return "memory" if nbytes <= 2**30 else "disk"
-    return "memory" if nbytes <= MEMORY_FRACTION * available else "disk"
+    return "memory" if nbytes <= cache_budget(budget, available=available) else "disk"
 
 
 #: A disk cache is written in files of about this many bytes each.
@@ -561,6 +561,7 @@ class RunCache:
     def __init__(self, model: keras.Model, data: Data, *, num_blocks: int):
         self.model, self.data, self.num_blocks = model, data, num_blocks
         self.passes: int | None = None
+        self.storage: str | None = None  # "memory" or "disk", for every cache of the run
         self.train: FeatureCache | None = None
         self.val: FeatureCache | None = None
 
@@ -576,18 +577,43 @@ class RunCache:
             if stage.jit_compile != "auto":
                 bottom.jit_compile = stage.jit_compile
             self.passes = max(stage.augment_passes, 1)
+            self.storage = self._choose_storage(stage, bottom)
             self.train = cache_features(bottom, self.data, "train", passes=self.passes,
-                                        augment=stage.augment, storage=stage.cache)  # fmt: skip
+                                        augment=stage.augment, storage=self.storage)  # fmt: skip
             if "val" in self.data.folder.splits:
-                self.val = cache_features(bottom, self.data, "val", storage=stage.cache)
+                self.val = cache_features(bottom, self.data, "val", storage=self.storage)
         return self.train, self.val
+
+    def _choose_storage(self, stage: Stage, bottom: keras.Model) -> str:
+        """Memory or disk for all the run's caches at once, from their total size.
+
+        That is the boundary features of every pass over the training images and of the
+        validation images, plus stage 1's pooled features when stage 1 derives them.
+        """
+        splits = self.data.folder.splits
+        images = self.passes * len(splits["train"]) + len(splits.get("val", ()))
+        outputs = [bottom.output]
+        if stage.unfreeze != self.num_blocks:  # Stage 1 derives its pooled features.
+            outputs.append(self.model.get_layer("pool").output)
+        nbytes = images * sum(
+            math.prod(output.shape[1:]) * tf.as_dtype(output.dtype).size for output in outputs
+        )
+        storage = choose_storage(nbytes, stage.cache, budget=stage.cache_memory)
+        if stage.cache == "auto" and storage == "disk":
+            budget = cache_budget(stage.cache_memory)
+            print(
+                f"The features take {_describe_size(nbytes)}, more than the memory "
+                f"--cache-memory {stage.cache_memory} allows ({_describe_size(budget)}), so "
+                "they go to disk"
+            )
+        return storage
 
     def close(self) -> None:
         """Deletes the caches (a disk cache's files included)."""
         for cache in (self.train, self.val):
             if cache is not None:
                 cache.close()
-        self.train = self.val = self.passes = None
+        self.train = self.val = self.passes = self.storage = None
 
     def __enter__(self) -> RunCache:
         return self
@@ -627,7 +653,7 @@ def cached_datasets(
             part = pooled_from_boundary(model, features.num_blocks)
             if stage.jit_compile != "auto":
                 part.jit_compile = stage.jit_compile
-            options = dict(batch_size=data.batch_size, storage=stage.cache)
+            options = dict(batch_size=data.batch_size, storage=features.storage)
             train = stack.enter_context(derive_features(part, train, **options))
             if val is not None:
                 val = stack.enter_context(derive_features(part, val, **options))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 
 CUSTOM_GRADIENT_PREFIX = "CustomGradient-"  # tensorflow/python/ops/custom_gradient.py
 
@@ -128,6 +129,67 @@ def _room_in(folder: str, limit_file: str, usage_file: str, inactive_key: str) -
         if key == inactive_key and value.strip().isdigit():
             inactive = int(value)
     return limit - max(usage - inactive, 0)
+
+
+#: `--cache-memory`'s default: `--cache auto` keeps a run's feature cache in memory while it
+#: takes at most this share of the available memory, and writes it to disk beyond. A disk
+#: cache's epochs take about as long (the page cache keeps what it can of it, and the kernel
+#: can reclaim that; benchmarks/results/scale.txt), so memory is kept for small caches and
+#: large runs keep theirs flat.
+DEFAULT_CACHE_MEMORY = "3%"
+#: The units a memory size may carry, in bytes.
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(%|[kmgt]i?b|b)?\s*", re.IGNORECASE)
+
+
+def cache_budget(cache_memory=DEFAULT_CACHE_MEMORY, *, available: int | None = None) -> int:
+    """Bytes of cached features `--cache auto` keeps in memory before it writes them to disk.
+
+    Args:
+        cache_memory: A size (`"512MiB"`, `"2GB"`, `"1.5GiB"`, or bytes as an int or a
+            digit string) or a share of the available memory (`"3%"`). `None` means
+            `DEFAULT_CACHE_MEMORY`. Defaults to `DEFAULT_CACHE_MEMORY`.
+        available: The available memory in bytes for a share; defaults to
+            `available_memory()` (8 GiB when it cannot be told).
+
+    Returns:
+        The budget in bytes.
+
+    Raises:
+        ValueError: If `cache_memory` is not a size or a share.
+
+    Example:
+        >>> cache_budget("512MiB"), cache_budget("50%", available=2**30)
+        (536870912, 536870912)
+    """
+    amount, unit = parse_cache_memory(cache_memory)
+    if unit != "%":
+        return int(amount * _UNITS[unit])
+    available = available_memory() if available is None else available
+    return int((8 * 2**30 if available is None else available) * amount / 100)
+
+
+def parse_cache_memory(cache_memory) -> tuple[float, str]:
+    """Checks a `--cache-memory` value; returns `(amount, unit)`, the unit `"%"` or bytes'.
+
+    Example:
+        >>> parse_cache_memory("2GiB"), parse_cache_memory("3%")
+        ((2.0, 'gib'), (3.0, '%'))
+    """
+    cache_memory = DEFAULT_CACHE_MEMORY if cache_memory is None else cache_memory
+    if isinstance(cache_memory, int) and not isinstance(cache_memory, bool):
+        cache_memory = str(cache_memory)
+    match = _SIZE.fullmatch(cache_memory) if isinstance(cache_memory, str) else None
+    amount = float(match.group(1)) if match else -1.0
+    unit = (match.group(2) or "b").lower() if match else ""
+    if not match or (unit == "%" and amount > 100):
+        raise ValueError(
+            "cache_memory must be a size such as 512MiB or 2GB, or a share of the available "
+            "memory such as 3% (at most 100%); 0 always caches on disk. "
+            f"Received: cache_memory={cache_memory!r}"
+        )
+    return amount, unit
 
 
 def _gradient_registry() -> dict | None:

@@ -43,7 +43,7 @@ from tlkeras.guards import (
     TrainingInterrupted,
     kill_point,
 )
-from tlkeras.memory import forget_traced_gradients
+from tlkeras.memory import forget_traced_gradients, parse_cache_memory
 from tlkeras.model import (
     build_model,
     compile_model,
@@ -368,6 +368,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             f"Unknown cache mode {config.cache!r}. Expected one of {CACHE_MODES}: 'off' runs "
             f"the whole backbone every epoch. Received: cache={config.cache!r}"
         )
+    parse_cache_memory(config.cache_memory)
     check_class_weight(config.class_weight)
     return config
 
@@ -521,6 +522,7 @@ def plan_stages(config: TrainConfig, state, data: Data, strategy):
         class_weight=data.class_weight(config.class_weight),
         jit_compile=config.jit_compile,
         cache=config.cache,
+        cache_memory=config.cache_memory,
         augment=_augmentation(config),
         augment_passes=config.augment_passes,
     )
