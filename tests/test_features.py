@@ -231,6 +231,22 @@ def test_disk_array_writes_and_reads_across_shards(tmp_path):
     array.close()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts Linux's open files")
+def test_a_disk_array_keeps_no_file_open_per_shard(tmp_path):
+    def open_files():
+        return len(os.listdir("/proc/self/fd"))
+
+    rows = np.arange(40 * 3, dtype="float32").reshape(1, 40, 3)
+    before = open_files()
+    array = DiskArray(str(tmp_path), rows.shape, "float32", shard_bytes=2 * 3 * 4)
+    for start in range(0, 40, 5):
+        array[0, slice(start, start + 5)] = rows[0, start : start + 5]
+    indices = np.random.default_rng(0).permutation(40)
+    np.testing.assert_array_equal(array[0, indices], rows[0, indices])
+    assert len(array.paths) == 20, "40 rows in shards of 2"
+    assert open_files() == before
+
+
 def test_choose_storage_decides_from_the_size():
     assert choose_storage(2**20, available=2**30) == "memory"
     assert choose_storage(2**29 + 1, available=2**30) == "disk"

@@ -48,8 +48,6 @@ import dataclasses
 import math
 import os
 import shutil
-import tempfile
-import threading
 import time
 
 import keras
@@ -66,6 +64,7 @@ from tlkeras.memory import cache_budget
 from tlkeras.model import backbone_of, get_base, strategy_scope
 from tlkeras.precision import precision_scope
 from tlkeras.quiet import progress_verbose
+from tlkeras.scratch import make_scratch_folder, remove_scratch_folder
 
 #: Where features can be kept: "auto" picks "memory" or "disk" from their size.
 STORAGES = ("auto", "memory", "disk")
@@ -209,8 +208,9 @@ class DiskArray:
     Rows are written with plain file writes and read back row by row at their offsets, so
     the process holds one batch whatever the size of the array: nothing is memory-mapped,
     and the operating system's page cache, not the process, keeps what it can of the files.
-    It supports the two accesses a `FeatureCache` makes: `array[p, start:stop] = rows` and
-    `array[p, indices]`.
+    Each access opens the shard files it needs and closes them again, so no file stays open
+    however many shards there are (a 50 GiB cache is 800 of them). It supports the two
+    accesses a `FeatureCache` makes: `array[p, start:stop] = rows` and `array[p, indices]`.
 
     Example:
         >>> array = DiskArray(tempfile.mkdtemp(), (1, 1000, 512), "float32")
@@ -224,8 +224,7 @@ class DiskArray:
         self.row_shape = self.shape[2:]
         self.row_bytes = max(1, math.prod(self.row_shape) * self.dtype.itemsize)
         self.rows_per_shard = max(1, (shard_bytes or SHARD_BYTES) // self.row_bytes)
-        self._files: dict[tuple[int, int], object] = {}
-        self._lock = threading.Lock()  # tf.data may read while another batch is read.
+        self._written: set[tuple[int, int]] = set()
 
     @property
     def nbytes(self) -> int:
@@ -234,51 +233,43 @@ class DiskArray:
     @property
     def paths(self) -> list[str]:
         """The shard files written so far."""
-        return [f.name for f in self._files.values()]
+        return [self._path(index, shard) for index, shard in sorted(self._written)]
 
-    def _file(self, index: int, shard: int):
-        key = (index, shard)
-        if key not in self._files:
-            path = os.path.join(self.folder, f"pass{index}-{shard:05d}.bin")
-            self._files[key] = open(path, "w+b")  # noqa: SIM115 (closed by close())
-        return self._files[key]
+    def _path(self, index: int, shard: int) -> str:
+        return os.path.join(self.folder, f"pass{index}-{shard:05d}.bin")
 
     def __setitem__(self, key, rows) -> None:
         index, where = key
         rows = np.ascontiguousarray(rows, self.dtype)
         row = where.start
-        with self._lock:
-            while row < where.stop:
-                shard, offset = divmod(row, self.rows_per_shard)
-                count = min(where.stop - row, self.rows_per_shard - offset)
-                f = self._file(index, shard)
+        while row < where.stop:
+            shard, offset = divmod(row, self.rows_per_shard)
+            count = min(where.stop - row, self.rows_per_shard - offset)
+            mode = "r+b" if (index, shard) in self._written else "wb"
+            with open(self._path(index, shard), mode) as f:
                 f.seek(offset * self.row_bytes)
                 f.write(rows[row - where.start : row - where.start + count].tobytes())
-                row += count
+            self._written.add((index, shard))
+            row += count
 
     def __getitem__(self, key) -> np.ndarray:
         index, indices = key
-        out = np.empty((len(indices), *self.row_shape), self.dtype)
-        with self._lock:
-            for position, row in enumerate(np.asarray(indices).tolist()):
-                shard, offset = divmod(row, self.rows_per_shard)
-                f = self._file(index, shard)
-                f.seek(offset * self.row_bytes)
-                out[position] = np.frombuffer(f.read(self.row_bytes), self.dtype).reshape(
-                    self.row_shape
-                )
+        shards, offsets = np.divmod(np.asarray(indices, "int64"), self.rows_per_shard)
+        out = np.empty((len(shards), *self.row_shape), self.dtype)
+        for shard in np.unique(shards).tolist():  # Each shard file once, then closed.
+            with open(self._path(index, shard), "rb") as f:
+                for position in np.flatnonzero(shards == shard).tolist():
+                    f.seek(int(offsets[position]) * self.row_bytes)
+                    out[position] = np.frombuffer(f.read(self.row_bytes), self.dtype).reshape(
+                        self.row_shape
+                    )
         return out
 
     def flush(self) -> None:
-        with self._lock:
-            for f in self._files.values():
-                f.flush()
+        """Nothing to do: every write has closed its file (kept for callers that flush)."""
 
     def close(self) -> None:
-        with self._lock:
-            for f in self._files.values():
-                f.close()
-            self._files.clear()
+        """Nothing to do: no file stays open (kept for callers that close)."""
 
 
 @dataclasses.dataclass
@@ -359,7 +350,7 @@ class FeatureCache:
         """Frees the features and deletes a disk cache's files."""
         if self.path is not None:
             self.features.close()
-            shutil.rmtree(self.path, ignore_errors=True)
+            remove_scratch_folder(self.path)
             self.path = None
 
     def __enter__(self) -> FeatureCache:
@@ -394,11 +385,11 @@ def _describe_size(nbytes: int) -> str:
 def _allocate(shape, dtype, storage: str, directory) -> tuple[np.ndarray | DiskArray, str | None]:
     if storage == "memory":
         return np.empty(shape, dtype), None
-    folder = tempfile.mkdtemp(prefix="tlkeras-features-", dir=directory)
+    folder = make_scratch_folder("tlkeras-features-", directory)  # Killed runs': removed.
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     free = shutil.disk_usage(folder).free
     if nbytes > free:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_scratch_folder(folder)
         raise OSError(
             f"The features need {_describe_size(nbytes)} but {folder!r} has only "
             f"{_describe_size(free)} free. Point TMPDIR at a larger disk, use a smaller image "

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 
 import keras
@@ -55,6 +54,11 @@ from tlkeras.model import (
 from tlkeras.plots import HISTORY_PLOT_FILE, plot_history
 from tlkeras.precision import check_precision, precision_scope, warn_if_xla_is_slow
 from tlkeras.scan import SCAN_REPORT_FILE
+from tlkeras.scratch import (
+    make_scratch_folder,
+    remove_scratch_folder,
+    remove_stale_scratch_folders,
+)
 from tlkeras.weights import pretrained_settings
 
 __all__ = ["Stage", "TrainConfig", "fine_tune", "fit", "fit_stage", "train", "train_head"]
@@ -417,6 +421,7 @@ def settings_of(config: TrainConfig) -> dict:
 def _load_and_build(config: TrainConfig, strategy) -> tuple[Data, keras.Model]:
     """Seeds everything, loads the data folder and builds the model in the strategy's scope."""
     keras.utils.clear_session()  # Many runs in one process must not pile up Keras state.
+    remove_stale_scratch_folders()  # Disk caches and worker folders of killed runs.
     if config.deterministic:
         _enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -647,7 +652,7 @@ def _where_this_worker_writes(config: TrainConfig, strategy) -> tuple[TrainConfi
 def _as_chief_run(run: runs.Run, out, run_dir) -> runs.Run:
     """A worker's run names the chief's folder; its own scratch folder goes."""
     if os.fspath(out) != os.fspath(run_dir):
-        shutil.rmtree(out)
+        remove_scratch_folder(out)
         run.path = run_dir
     return run
 
@@ -660,14 +665,14 @@ def _worker_folder(run_dir, *, resume: bool) -> str:
     therefore be on storage every worker reads (a shared file system), as for Keras'
     `BackupAndRestore`.
     """
-    folder = tempfile.mkdtemp(prefix="tlkeras-worker-")
+    folder = make_scratch_folder("tlkeras-worker-")  # A killed worker's: removed later.
     if not resume:
         return folder
     source = checkpoints.checkpoint_dir(run_dir)
     try:
         state = checkpoints.load_state(run_dir)
     except ValueError:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_scratch_folder(folder)
         raise ValueError(
             f"This worker cannot read the chief's checkpoint in {source!r}. A multi-worker run "
             "resumes from the chief's run folder, so --out must be a folder every worker "
