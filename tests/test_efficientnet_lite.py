@@ -202,3 +202,74 @@ def test_the_offline_error_of_a_keras_backbone_names_lite0():
     with pytest.raises(WeightsUnavailableError, match="--backbone efficientnet_lite0") as info:
         load_backbone("vgg16", image_size=32, weights="imagenet")
     assert "\n" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def lite0_run(tmp_path_factory):
+    """A tiny run on ImageNet weights: both stages, 32 px (the smallest size)."""
+    from conftest import write_class_folders
+
+    root = tmp_path_factory.mktemp("lite0")
+    data_dir = write_class_folders(root / "data", {"cat": 8, "dog": 8})
+    config = tl.TrainConfig(
+        data_dir,
+        out=str(root / "run"),
+        backbone="efficientnet_lite0",
+        image_size=32,
+        batch_size=8,
+        epochs=1,
+        fine_tune_epochs=1,
+        unfreeze=1,
+        dense_units=8,
+        patience=0,
+    )
+    return tl.train(config), data_dir
+
+
+def test_a_tflite_export_of_a_lite0_run_matches_keras_in_the_interpreter(lite0_run, tmp_path):
+    from tlkeras import export
+    from tlkeras.images import load_images
+
+    run, data_dir = lite0_run
+    assert run.config["weights"] == "imagenet"
+    paths = [os.path.join(data_dir, kind, "img_000.png") for kind in ("cat", "dog")]
+    images = load_images(paths, run.image_size).astype("float32")
+    result = export.export_model(run, format="tflite", out=tmp_path / "lite0.tflite")
+    expected = run.model.predict(images, verbose=0)
+    np.testing.assert_allclose(export.predict_tflite(result.path, images), expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_imagenet_classifier_and_a_lite0_run_work_on_jax(lite0_run, photos, tmp_path):
+    """The same weights on Keras' JAX backend: the cat is a cat, the run predicts the same."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    run, _ = lite0_run
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "photos.npy", photos)
+    np.save(tmp_path / "images.npy", images)
+    script = """
+import sys, numpy as np, keras
+from tlkeras import efficientnet_lite
+from tlkeras.runs import load_run
+assert keras.backend.backend() == "jax"
+top = efficientnet_lite.EfficientNetLite0(include_top=True, weights="imagenet")
+np.save(sys.argv[3], top.predict(np.load(sys.argv[1]), verbose=0))
+np.save(sys.argv[4], load_run(sys.argv[5]).model.predict(np.load(sys.argv[2]), verbose=0))
+"""
+    outputs = [str(tmp_path / "classes.npy"), str(tmp_path / "run.npy")]
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "photos.npy"), str(tmp_path / "images.npy")]
+        + [*outputs, run.path],
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    cat, coffee, _ = np.load(outputs[0])
+    assert cat.argmax() in (TABBY, TIGER_CAT, EGYPTIAN_CAT) and coffee.argmax() == ESPRESSO
+    expected = run.model.predict(images, verbose=0)
+    np.testing.assert_allclose(np.load(outputs[1]), expected, rtol=1e-4, atol=1e-5)
