@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -158,6 +159,40 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(
     assert_same_run(resumed, reference)
     assert_same_run(tl.load_run(out), reference)
     assert sorted(os.listdir(os.path.join(out, "checkpoint"))) == ["split.json", "state.json"]
+
+
+def test_ctrl_c_while_caching_stops_after_the_batch_and_keeps_no_cache(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    """The signal comes during the 2nd of 3 training batches: the caching pass stops there."""
+    from tlkeras import features
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    forward_function, batches = features._forward_function, []
+
+    def forward_and_press_ctrl_c(model):
+        forward = forward_function(model)
+
+        def run(batch):
+            batches.append(len(batch))
+            if len(batches) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            return forward(batch)
+
+        return run
+
+    monkeypatch.setattr(features, "_forward_function", forward_and_press_ctrl_c)
+    out = str(tmp_path / "run")
+    flags = [flag for flag in CLI_FLAGS if flag != "--deterministic"]
+    assert main(["train", data_dir, *flags, "--cache=disk", "--out", out]) == 130
+    err = capsys.readouterr().err
+    assert batches == [4, 4], "not one batch after the signal"
+    assert (
+        "tlkeras: interrupted. Training was interrupted while caching the features of train "
+        "images, after 8 of 12 (the partial cache is deleted). No epoch had finished"
+    ) in err
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("tlkeras-")]
+    assert checkpoints.load_state(out).epoch == 0
 
 
 def test_nan_loss_keeps_the_last_checkpoint_and_resumes_with_a_lower_rate(

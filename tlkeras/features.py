@@ -407,10 +407,12 @@ def cache_features(
     augment=None,
     storage: str = "auto",
     directory=None,
+    interrupt=None,
 ) -> FeatureCache:
     """Runs the frozen bottom of a split model once over a split's images, in batches.
 
-    Progress is shown as it goes, and where the features are kept is printed first.
+    Progress is shown as it goes, and where the features are kept is printed first. If it
+    stops (an error, Ctrl-C), nothing of the cache is kept: a disk cache's files go.
 
     Args:
         bottom: The first model `split_model` returns.
@@ -423,6 +425,9 @@ def cache_features(
         storage: `"auto"`, `"memory"` or `"disk"`; see `choose_storage`. Defaults to `"auto"`.
         directory: Where a disk cache goes; defaults to the system's temporary folder
             (`TMPDIR`).
+        interrupt: A `tlkeras.guards.StopOnInterrupt` in use, or None. After every batch
+            it is asked whether Ctrl-C (or SIGTERM) came, and if so the pass stops with a
+            `TrainingInterrupted` saying how far it got. Defaults to None.
 
     Returns:
         A `FeatureCache`; close it (or use `with`) to delete a disk cache.
@@ -451,17 +456,18 @@ def cache_features(
 
     num_images = len(data.folder.splits[split])
     return _run_over(bottom, batches, passes=passes, num_images=num_images, storage=storage,
-                     directory=directory, what=f"{split} images")  # fmt: skip
+                     directory=directory, what=f"{split} images", interrupt=interrupt)  # fmt: skip
 
 
 def derive_features(
-    part: keras.Model, features: FeatureCache, *, batch_size: int = 32, storage: str = "auto"
-) -> FeatureCache:
+    part: keras.Model, features: FeatureCache, *, batch_size: int = 32, storage: str = "auto",
+    interrupt=None,
+) -> FeatureCache:  # fmt: skip
     """Runs `part` over every pass of cached features: features of features, computed once.
 
     Stage 1's pooled features come from stage 2's cached boundary features this way
     (`part` is `pooled_from_boundary`), which costs a pass of the top blocks, not of the
-    whole backbone.
+    whole backbone. `storage` and `interrupt` are as for `cache_features`.
 
     Example:
         >>> with cache_features(bottom, data, "train") as boundary:
@@ -473,11 +479,17 @@ def derive_features(
 
     what = "images, from their cached features"
     return _run_over(part, batches, passes=features.passes, num_images=features.num_images,
-                     storage=storage, directory=None, what=what)  # fmt: skip
+                     storage=storage, directory=None, what=what, interrupt=interrupt)  # fmt: skip
 
 
-def _run_over(model, batches, *, passes, num_images, storage, directory, what) -> FeatureCache:
-    """Runs `model` over `batches(index)` for each pass and keeps its outputs, with the labels."""
+def _run_over(
+    model, batches, *, passes, num_images, storage, directory, what, interrupt=None
+) -> FeatureCache:
+    """Runs `model` over `batches(index)` for each pass and keeps its outputs, with the labels.
+
+    After every batch, `interrupt` (a `StopOnInterrupt`, or None) may stop it; whatever
+    stops it, the features computed so far are deleted (a disk cache's files included).
+    """
     feature_shape = tuple(model.output.shape[1:])
     dtype = tf.as_dtype(model.output.dtype).as_numpy_dtype
     shape = (passes, num_images, *feature_shape)
@@ -504,6 +516,11 @@ def _run_over(model, batches, *, passes, num_images, storage, directory, what) -
                 labels[done : done + len(out)] = batch_labels
                 done += len(out)
                 progress.add(len(out))
+                if interrupt is not None:
+                    interrupt.stop_if_requested(
+                        f"while caching the features of {what}, after {index * num_images + done}"
+                        f" of {passes * num_images} (the partial cache is deleted)"
+                    )
     except BaseException:
         FeatureCache(features, labels, where, path).close()
         raise
@@ -561,18 +578,23 @@ class RunCache:
         passes = max(stage.augment_passes, 1)
         return stage.unfreeze in (0, self.num_blocks) and self.passes in (None, passes)
 
-    def caches(self, stage: Stage) -> tuple[FeatureCache, FeatureCache | None]:
-        """The boundary features of the training and validation splits, computed once."""
+    def caches(self, stage: Stage, *, interrupt=None) -> tuple[FeatureCache, FeatureCache | None]:
+        """The boundary features of the training and validation splits, computed once.
+
+        `interrupt`, a `tlkeras.guards.StopOnInterrupt` or None, can stop the computation
+        after any batch (see `cache_features`).
+        """
         if self.train is None:
             bottom, _ = split_model(self.model, self.num_blocks)
             if stage.jit_compile != "auto":
                 bottom.jit_compile = stage.jit_compile
             self.passes = max(stage.augment_passes, 1)
             self.storage = self._choose_storage(stage, bottom)
+            options = dict(storage=self.storage, interrupt=interrupt)
             self.train = cache_features(bottom, self.data, "train", passes=self.passes,
-                                        augment=stage.augment, storage=self.storage)  # fmt: skip
+                                        augment=stage.augment, **options)  # fmt: skip
             if "val" in self.data.folder.splits:
-                self.val = cache_features(bottom, self.data, "val", storage=self.storage)
+                self.val = cache_features(bottom, self.data, "val", **options)
         return self.train, self.val
 
     def _choose_storage(self, stage: Stage, bottom: keras.Model) -> str:
@@ -615,8 +637,9 @@ class RunCache:
 
 @contextlib.contextmanager
 def cached_datasets(
-    model: keras.Model, data: Data, stage: Stage, features: RunCache | None = None
-):
+    model: keras.Model, data: Data, stage: Stage, features: RunCache | None = None, *,
+    interrupt=None,
+):  # fmt: skip
     """Caches the features below the stage's unfrozen blocks; yields what `fit` trains on.
 
     Args:
@@ -627,6 +650,8 @@ def cached_datasets(
             `cache`, `augment`, `augment_passes` and `jit_compile` say how to cache.
         features: A `RunCache` that both stages share, or None for a cache of this stage
             alone. Stage 1 derives its features from it when it holds stage 2's boundary.
+        interrupt: A `tlkeras.guards.StopOnInterrupt` that may stop the caching after any
+            batch, or None (see `cache_features`).
 
     Yields:
         `(top, train_data, validation_data, steps_per_epoch)`; `validation_data` is `None`
@@ -639,12 +664,13 @@ def cached_datasets(
     with contextlib.ExitStack() as stack:
         if features is None or not features.serves(stage):
             features = stack.enter_context(RunCache(model, data, num_blocks=stage.unfreeze))
-        train, val = features.caches(stage)
+        train, val = features.caches(stage, interrupt=interrupt)
         if stage.unfreeze != features.num_blocks:  # Stage 1, from stage 2's boundary.
             part = pooled_from_boundary(model, features.num_blocks)
             if stage.jit_compile != "auto":
                 part.jit_compile = stage.jit_compile
             options = dict(batch_size=data.batch_size, storage=features.storage)
+            options.update(interrupt=interrupt)
             train = stack.enter_context(derive_features(part, train, **options))
             if val is not None:
                 val = stack.enter_context(derive_features(part, val, **options))

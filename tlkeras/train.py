@@ -158,7 +158,9 @@ def fit_stage(
     """Freezes the backbone but the stage's top blocks, recompiles and fits.
 
     With a `Data`, `features` may be a `tlkeras.features.RunCache` that both stages share,
-    so the frozen blocks run once for the whole run (`train` does this).
+    so the frozen blocks run once for the whole run (`train` does this). A
+    `tlkeras.guards.StopOnInterrupt` among the callbacks stops the caching pass too, after
+    the batch in progress, deleting what was cached.
 
     Example:
         >>> fit_stage(model, data, stage=Stage(epochs=3, learning_rate=1e-3))
@@ -169,7 +171,8 @@ def fit_stage(
         freeze_backbone(model)
     warn_if_xla_is_slow(model, stage.jit_compile)
     callbacks = list(callbacks or [])
-    fed = _feed(model, train_data, validation_data, stage, features)
+    interrupt = next((c for c in callbacks if isinstance(c, StopOnInterrupt)), None)
+    fed = _feed(model, train_data, validation_data, stage, features, interrupt=interrupt)
     with fed as (trained, train_ds, val_ds, steps):
         if stage.patience and val_ds is not None:
             callbacks.append(
@@ -189,12 +192,13 @@ def fit_stage(
 
 
 @contextlib.contextmanager
-def _feed(model, train_data, validation_data, stage: Stage, features=None):
+def _feed(model, train_data, validation_data, stage: Stage, features=None, *, interrupt=None):
     """Yields `(trained, train_data, validation_data, steps)`: what `fit` trains, on what.
 
     `trained` shares its layers with `model`: the top of the model when a `Data` is cached,
     else the model end to end with its frozen part in inference mode (the model itself
-    when `freeze_batchnorm=False` reproduces the classic mistake).
+    when `freeze_batchnorm=False` reproduces the classic mistake). A `StopOnInterrupt`
+    (`interrupt`) stops the caching too, after the batch in progress.
     """
     if not isinstance(train_data, Data):
         yield _end_to_end(model, stage), train_data, validation_data, stage.steps_per_epoch
@@ -209,7 +213,7 @@ def _feed(model, train_data, validation_data, stage: Stage, features=None):
     passes = _cache_passes(stage, augment)
     if passes:
         stage = dataclasses.replace(stage, augment=augment, augment_passes=passes)
-        with cached_datasets(model, data, stage, features) as fed:
+        with cached_datasets(model, data, stage, features, interrupt=interrupt) as fed:
             yield fed
         return
     train_ds, steps = data.epoch_dataset(
