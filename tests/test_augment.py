@@ -7,6 +7,7 @@ import pytest
 from conftest import write_class_folders
 from PIL import Image
 
+import tlkeras as tl
 from tlkeras.augment import Augmentation, build_augmentation, get_augmentation
 from tlkeras.plots import preview_augmentation, sample_paths
 
@@ -87,3 +88,31 @@ def test_sample_paths_takes_one_readable_image_per_class(tmp_path):
     picked = sample_paths(data_dir, num_images=3, seed=0)
     assert [os.path.basename(os.path.dirname(p)) for p in picked] == ["a", "b", "c"]
     assert picked[1].endswith(os.path.join("b", "img_000.png"))
+
+
+def test_each_epochs_augmentation_depends_only_on_seed_and_epoch(tmp_path):
+    """A run resumed at epoch 2 augments epoch 2 as a run that never stopped, on both paths."""
+    from tlkeras.data import epoch_dataset, epoch_file_dataset
+
+    folder = write_class_folders(tmp_path / "d", {"a": 5, "b": 5})
+    data = tl.load_data(folder, image_size=32, batch_size=4, validation_split=0.2, seed=3)
+    images, labels = data.arrays["train"]
+    files = data.folder.splits["train"]
+
+    def epochs(initial_epoch, *, stream=False):
+        options = dict(batch_size=4, seed=3, initial_epoch=initial_epoch, epochs=3)
+        if stream:
+            dataset, steps = epoch_file_dataset(
+                files.paths, files.labels, image_size=32, augment="strong", **options
+            )
+        else:
+            dataset, steps = epoch_dataset(images, labels, augment="strong", **options)
+        batches = [x for x, _ in dataset.as_numpy_iterator()]
+        return [np.concatenate(batches[i : i + steps]) for i in range(0, len(batches), steps)]
+
+    whole = epochs(0)
+    assert len(whole) == 3 and not np.allclose(
+        np.sort(whole[1].ravel()), np.sort(whole[2].ravel())
+    )
+    np.testing.assert_array_equal(epochs(2)[0], whole[2])
+    np.testing.assert_allclose(epochs(1, stream=True)[1], whole[2], atol=1e-4)

@@ -18,6 +18,7 @@ import time
 import zipfile
 
 import h5py
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -159,6 +160,42 @@ def test_interrupted_then_killed_run_resumes_to_the_uninterrupted_result(
     assert_same_run(resumed, reference)
     assert_same_run(tl.load_run(out), reference)
     assert sorted(os.listdir(os.path.join(out, "checkpoint"))) == ["split.json", "state.json"]
+
+
+class Killed(Exception):
+    """Stands for a kill right after an epoch's checkpoint: nothing after it runs."""
+
+
+class KillAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise Killed  # User callbacks run after the checkpoint has committed.
+
+
+def test_resuming_with_augmentation_is_exact(data_dir, tmp_path):
+    """With augmentation training runs end to end; epoch 2 must see the same augmentations."""
+    from tensorflow.python.framework import config as tf_config
+
+    settings = {**SETTINGS, "fine_tune_epochs": 0, "augment": "strong", "dropout": 0.0}
+    try:
+        reference = tl.train(tl.TrainConfig(data_dir, out=str(tmp_path / "ref"), **settings))
+        config = tl.TrainConfig(data_dir, out=str(tmp_path / "run"), **settings)
+        with pytest.raises(Killed):
+            tl.train(config, callbacks=[KillAfterFirstEpoch()])
+        assert checkpoints.load_state(config.out).epoch == 1
+        resumed = tl.train(dataclasses.replace(config, resume=True))
+        changed = tl.train(
+            dataclasses.replace(config, out=str(tmp_path / "other"), augment="light")
+        )
+    finally:
+        tf_config.disable_op_determinism()  # No public switch back; keep other tests as they were.
+    assert resumed.history["epoch"] == reference.history["epoch"] == [1, 2]
+    for key in ("loss", "val_loss", "accuracy"):
+        np.testing.assert_allclose(resumed.history[key], reference.history[key], rtol=1e-5)
+    for after, before in zip(
+        resumed.model.get_weights(), reference.model.get_weights(), strict=True
+    ):
+        np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(changed.history["loss"], reference.history["loss"], rtol=1e-5)
 
 
 def test_ctrl_c_while_caching_stops_after_the_batch_and_keeps_no_cache(

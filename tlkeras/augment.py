@@ -14,6 +14,10 @@ Presets (`augment="none" | "light" | "strong"`); any single setting can be overr
     translation   0.1           0.15          +- fraction of the height and width
     contrast      0.1           0.3           +- contrast factor
 
+In training (`tlkeras.data.epoch_dataset`) every epoch gets its own layers, seeded by the
+run's seed and the epoch (`epoch_augmentation`), so what epoch `e` draws depends only on
+`(seed, e)`, and a resumed run augments exactly as one that never stopped.
+
 Flips are horizontal only by default: many classes are not symmetric upside down, and some
 not even left-right (digits, letters, road signs): use `flip="none"` for those.
 
@@ -177,3 +181,43 @@ def augmentation_layer(augment, *, seed: int | None = None):
     if isinstance(augment, keras.layers.Layer):
         return augment
     return build_augmentation(get_augmentation(augment), seed=seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch `epoch`'s augmentation: a function of `(seed, epoch)` alone.
+
+    Example:
+        >>> epoch_seed(0, 3) == epoch_seed(0, 3) != epoch_seed(0, 4)
+        True
+    """
+    import numpy as np
+
+    # Below 2**31 - 8: build_augmentation adds up to 5, and Keras wants a 32-bit seed.
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 2)
+
+
+def epoch_augmentation(augment, *, seed: int, epoch: int):
+    """The augmentation layer of one training epoch, or `None` for no augmentation.
+
+    A preset name or an `Augmentation` gives a new layer seeded by `epoch_seed(seed,
+    epoch)`, so the random transformations of epoch `e` depend only on `(seed, e)`, like
+    the order of its images (`tlkeras.data.epoch_batches`): a run resumed at epoch 5
+    augments epoch 5 exactly as a run that never stopped, with nothing to checkpoint. A
+    ready Keras layer is returned as it is, for every epoch; its random state is its own
+    and not part of a checkpoint.
+
+    Args:
+        augment: `None`, a preset name, an `Augmentation` or a Keras layer.
+        seed: The run's seed.
+        epoch: The epoch, 0-based, counted across both stages.
+
+    Example:
+        >>> layer = epoch_augmentation("light", seed=0, epoch=3)
+    """
+    if augment is None:
+        return None
+    import keras
+
+    if isinstance(augment, keras.layers.Layer):
+        return augment
+    return build_augmentation(get_augmentation(augment), seed=epoch_seed(seed, epoch))

@@ -5,7 +5,7 @@ A run folder's `checkpoint/` holds:
     checkpoint/
         state.json              what is done: the run's settings, the stage (1 trains the head,
                                 2 fine-tunes), the epochs completed, the history so far, the
-                                states of the Keras seed generators (dropout, augmentation),
+                                states of the model's Keras seed generators (dropout),
                                 early stopping's state and the name of the weights file. It is
                                 written last, so it only ever names complete files.
         split.json              the image files of every split, written when the run starts
@@ -15,8 +15,10 @@ A run folder's `checkpoint/` holds:
 Every file is written atomically (`tlkeras.files.write_atomically`) and `state.json` is the
 commit point: a kill at any moment leaves the previous checkpoint or the new one. The order
 of the training images in epoch `e` depends only on `(seed, e)` (`tlkeras.data.epoch_dataset`),
-so a resumed run sees the same batches, dropout masks and optimizer state as one that never
-stopped, and ends with the same weights and history (within float tolerance).
+and so does the random augmentation of epoch `e` (`tlkeras.augment.epoch_augmentation`: a
+layer seeded by `(seed, e)`, so nothing of it needs saving), so a resumed run sees the same
+batches, augmentations, dropout masks and optimizer state as one that never stopped, and
+ends with the same weights and history (within float tolerance).
 
 Example:
     >>> state = start_run("runs/digits", settings={"seed": 0, "epochs": 3})
@@ -324,7 +326,7 @@ def load_split(run_dir) -> dict | None:
 
 
 def seed_generator_states(model: keras.Model) -> list:
-    """The state of every Keras seed generator in `model` (dropout, random augmentation).
+    """The state of every Keras seed generator in `model` (its dropout layers).
 
     `model.save_weights` leaves these out, but they decide the dropout masks of the next
     batches, so a resumed run needs them to match an uninterrupted one.

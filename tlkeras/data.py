@@ -34,10 +34,11 @@ import functools
 import os
 import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from tlkeras.augment import augmentation_layer
+from tlkeras.augment import augmentation_layer, epoch_augmentation, get_augmentation
 from tlkeras.images import _check_image_size, load_image, load_images
 from tlkeras.memory import available_memory
 
@@ -350,7 +351,8 @@ class Data:
             split: The split to train on. Defaults to `"train"`.
             initial_epoch: The first epoch (0-based) the dataset holds. Defaults to 0.
             epochs: The epoch to stop before, as in `model.fit`. Defaults to 1.
-            augment: A Keras layer applied to each batch with `training=True`, or `None`.
+            augment: `None`, a preset name or an `Augmentation` (augmented by `(seed,
+                epoch)`, exactly on resume), or a Keras layer; see `epoch_dataset`.
 
         Returns:
             `(dataset, steps_per_epoch)`, for `fit(..., steps_per_epoch=steps_per_epoch)`.
@@ -577,10 +579,11 @@ def epoch_dataset(
         seed: Shuffle seed. Defaults to 0.
         initial_epoch: The first epoch (0-based) the dataset holds. Defaults to 0.
         epochs: The epoch to stop before, as in `model.fit`. Defaults to 1.
-        augment: A Keras layer applied to each batch with `training=True` (see
-            `tlkeras.augment.build_augmentation`), or `None`. Its random draws are not part
-            of a checkpoint, so a resumed run with augmentation matches an uninterrupted one
-            in its batches but not in their augmentations.
+        augment: `None`, or the augmentation of each batch: a preset name or a
+            `tlkeras.augment.Augmentation`, which gives every epoch its own layer seeded by
+            `(seed, epoch)`, so a resumed run augments exactly as an uninterrupted one; or
+            a Keras layer, applied with `training=True` to every epoch as it is (its random
+            state is not part of a checkpoint). Defaults to None.
 
     Returns:
         `(dataset, steps_per_epoch)`: float32 pixel batches in [0, 255] with int32 labels,
@@ -596,13 +599,37 @@ def epoch_dataset(
     def gather(epoch, indices):
         return tf.cast(tf.gather(images, indices), tf.float32), tf.gather(labels, indices)
 
-    dataset = epoch_batches(
-        len(images), batch_size=batch_size, seed=seed, initial_epoch=initial_epoch, epochs=epochs
-    )
-    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment is not None:
-        dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
+    def one_epoch(epoch):
+        batches = epoch_batches(
+            len(images), batch_size=batch_size, seed=seed, initial_epoch=epoch, epochs=epoch + 1
+        )
+        return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+
+    dataset = _epochs(one_epoch, augment, seed=seed, initial_epoch=initial_epoch, epochs=epochs)
     return dataset.prefetch(tf.data.AUTOTUNE), -(-len(images) // batch_size)
+
+
+def _epochs(one_epoch, augment, *, seed: int, initial_epoch: int, epochs: int):
+    """`one_epoch(epoch)` for every epoch from `initial_epoch` to `epochs`, one after another.
+
+    Each epoch is augmented by its own layer (`tlkeras.augment.epoch_augmentation`), so its
+    random transformations depend only on `(seed, epoch)`: a resumed run augments as an
+    uninterrupted one. The augmentation runs in a sequential map, in batch order.
+    """
+    if augment is not None and not isinstance(augment, keras.layers.Layer):
+        augment = augment if get_augmentation(augment).enabled else None
+    if augment is None or isinstance(augment, keras.layers.Layer) or initial_epoch >= epochs:
+        dataset = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+        return dataset if augment is None else _augmented(dataset, augment)
+    parts = []
+    for epoch in range(initial_epoch, epochs):
+        layer = epoch_augmentation(augment, seed=seed, epoch=epoch)
+        parts.append(_augmented(one_epoch(tf.constant(epoch, tf.int64)), layer))
+    return functools.reduce(tf.data.Dataset.concatenate, parts)
+
+
+def _augmented(dataset: tf.data.Dataset, layer) -> tf.data.Dataset:
+    return dataset.map(lambda images, labels: (layer(images, training=True), labels))
 
 
 def epoch_file_dataset(
@@ -648,10 +675,8 @@ def epoch_file_dataset(
             (tf.gather(paths, order), tf.gather(labels, order))
         )
         images = files.repeat().map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-        return images.filter(_was_read).map(_without_flag).take(num_images).batch(batch_size)
+        images = images.filter(_was_read).map(_without_flag).take(num_images).batch(batch_size)
+        return images.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
 
-    dataset = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
-    dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment is not None:
-        dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
+    dataset = _epochs(one_epoch, augment, seed=seed, initial_epoch=initial_epoch, epochs=epochs)
     return dataset.prefetch(tf.data.AUTOTUNE), -(-num_images // batch_size)

@@ -219,7 +219,7 @@ def _feed(model, train_data, validation_data, stage: Stage, features=None, *, in
     train_ds, steps = data.epoch_dataset(
         initial_epoch=stage.initial_epoch,
         epochs=stage.initial_epoch + stage.epochs,
-        augment=augment,
+        augment=stage.augment,  # Each epoch's own, by (seed, epoch): exact on resume.
     )
     shard = distribute.shard_by_data
     val_ds = shard(data.dataset("val")) if "val" in data.folder.splits else None
