@@ -55,6 +55,7 @@ from tlkeras.model import (
     load_backbone,
     resolve_image_size,
 )
+from tlkeras.run_lock import RunLock
 from tlkeras.train import check_counts, fit, merge_histories
 from tlkeras.weights import (
     MANIFEST_ATTRIBUTE,
@@ -244,6 +245,12 @@ def pretrain(config: PretrainConfig) -> runs.Run:
         ['0', '1']
     """
     _check_config(config)
+    with RunLock(config.out, purpose="pretrain"):  # One writer per folder (tlkeras.run_lock).
+        return _pretrain_holding_the_lock(config)
+
+
+def _pretrain_holding_the_lock(config: PretrainConfig) -> runs.Run:
+    """`pretrain` once this process holds `config.out`'s lock."""
     check_pretrain_folder(config.out, overwrite=config.overwrite)
     keras.utils.set_random_seed(config.seed)
     image_size = resolve_image_size(

@@ -53,6 +53,7 @@ from tlkeras.model import (
 )
 from tlkeras.plots import HISTORY_PLOT_FILE, plot_history
 from tlkeras.precision import check_precision, precision_scope, warn_if_xla_is_slow
+from tlkeras.run_lock import RunLock
 from tlkeras.scan import SCAN_REPORT_FILE
 from tlkeras.scratch import (
     make_scratch_folder,
@@ -316,6 +317,13 @@ def train(config: TrainConfig, *, callbacks=None) -> runs.Run:
     config = resolve_config(config)
     strategy = distribute.get_strategy(config.strategy)  # First: multi-worker needs a new runtime.
     config, run_dir = _where_this_worker_writes(config, strategy)
+    with RunLock(config.out, purpose="train"):  # One writer per run folder; workers: their own.
+        run = _train_holding_the_lock(config, strategy, run_dir, callbacks)
+    return _as_chief_run(run, config.out, run_dir)
+
+
+def _train_holding_the_lock(config: TrainConfig, strategy, run_dir, callbacks) -> runs.Run:
+    """`train` once this process holds `config.out`'s lock (see `tlkeras.run_lock`)."""
     state = checkpoints.start_run(config.out, settings_of(config), resume=config.resume,
                                   overwrite=config.overwrite)  # fmt: skip
     if state.finished:
@@ -339,8 +347,7 @@ def train(config: TrainConfig, *, callbacks=None) -> runs.Run:
                     fit_stage(model, data, stage=stage, callbacks=callbacks_now, features=shared)
                     kill_point(f"stage{number}_end")
         with _explain_stops(config, state, stage=len(state.histories)):
-            run = _save(config, state, data, model, strategy)
-    return _as_chief_run(run, config.out, run_dir)
+            return _save(config, state, data, model, strategy)
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:

@@ -43,6 +43,7 @@ import json
 import os
 import tempfile
 import urllib.parse
+import uuid
 from unittest import mock
 
 import h5py
@@ -284,7 +285,8 @@ class _Unreachable(Exception):
 
 def _fetch(wanted: WeightsFile) -> None:
     folder = os.path.dirname(wanted.path)
-    part = wanted.path + ".part"
+    # A name of its own, so two downloads into one shared folder never write the same file.
+    part = f"{wanted.path}.{uuid.uuid4().hex}.part"
     try:
         keras.utils.get_file(
             os.path.basename(part),
