@@ -1,9 +1,10 @@
-"""Exports checked by the programs that consume them: the TFLite interpreter, TensorFlow's
-SavedModel loader, Keras, and Keras on the JAX backend."""
+"""Exports checked by the programs that consume them: the LiteRT interpreter, ONNX Runtime,
+TensorFlow's SavedModel loader, Keras, and Keras on the JAX backend."""
 
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,10 @@ import tlkeras as tl
 from tlkeras import export
 from tlkeras.cli import main
 from tlkeras.images import load_images
+
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
+needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason='needs pip install "tlkeras[onnx]"')
+HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +76,8 @@ def test_float_tflite_from_the_cli_matches_keras(capsys, trained, tmp_path):
     np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-4)
     interpreter = export.tflite_interpreter(out)
     assert interpreter.get_input_details()[0]["dtype"] == np.float32
+    if HAS_LITERT:  # The standalone LiteRT runtime, not TensorFlow's deprecated one.
+        assert type(interpreter).__module__.startswith("ai_edge_litert")
     # Only built-in operators: the plain LiteRT runtime on a phone can run it.
     ops = operator_names(out)
     assert "CONV_2D" in ops and "CUSTOM" not in ops
@@ -78,6 +85,99 @@ def test_float_tflite_from_the_cli_matches_keras(capsys, trained, tmp_path):
     assert (tmp_path / "ship" / "cats.labels.txt").read_text() == "cat\ndog\n"
     metadata = export.read_tflite_metadata(out)
     assert metadata["class_names"] == ["cat", "dog"] and metadata["image_size"] == [32, 32]
+
+
+def test_tflite_falls_back_to_tensorflows_interpreter_without_litert(trained, monkeypatch):
+    run, images, keras_probabilities = trained
+    result = export.export_model(run, format="tflite")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # Not installed.
+    assert type(export.tflite_interpreter(result.path)) is tf.lite.Interpreter
+    np.testing.assert_allclose(
+        export.predict_tflite(result.path, images), keras_probabilities, atol=1e-4
+    )
+
+
+@needs_onnx
+def test_onnx_from_the_cli_matches_keras_in_onnx_runtime(capsys, trained, tmp_path):
+    import onnx
+
+    run, images, keras_probabilities = trained
+    out = tmp_path / "ship" / "cats.onnx"
+    code = main(["export", run.path, "--format", "onnx", "--out", str(out), "--check"])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0 and stderr == "", stderr
+    assert f"Exported onnx to {out} (" in stdout
+    assert "Checked on 4 validation images against Keras: top class agrees on 100.0%" in stdout
+
+    onnx.checker.check_model(str(out))
+    for batch_size in (1, 5, 64):  # Any batch size: the batch axis is dynamic.
+        probabilities = export.predict_onnx(out, images, batch_size=batch_size)
+        np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-5)
+    # The labels travel beside it and inside it.
+    assert (tmp_path / "ship" / "cats.labels.txt").read_text() == "cat\ndog\n"
+    metadata = export.read_onnx_metadata(out)
+    assert metadata["class_names"] == ["cat", "dog"] and metadata["backbone"] == "vgg16"
+    assert metadata["format"] == "onnx" and metadata["image_size"] == [32, 32]
+
+
+@needs_onnx
+def test_onnx_goes_to_the_run_folder_by_default(trained):
+    result = export.export_model(trained[0], format="onnx")
+    assert result.path == os.path.join(trained[0].path, "export", "model.onnx")
+    assert result.labels_path == os.path.join(trained[0].path, "export", "model.labels.txt")
+
+
+@pytest.mark.parametrize(
+    ("missing", "backend", "message"),
+    [
+        ("tf2onnx", "tensorflow", r'needs tf2onnx, not installed here.*"tlkeras\[onnx\]"'),
+        ("onnx", "tensorflow", r"needs onnx, not installed here.*\(or pip install onnx\)"),
+        (None, "jax", r"Keras runs on jax here. Export with KERAS_BACKEND=tensorflow"),
+    ],
+)
+def test_onnx_without_its_packages_says_what_to_install(
+    trained, tmp_path, monkeypatch, capsys, missing, backend, message
+):
+    monkeypatch.setattr(export, "_installed", lambda module: module != missing)
+    monkeypatch.setattr(export.keras.backend, "backend", lambda: backend)
+    out = tmp_path / "cats.onnx"
+    with pytest.raises(ValueError, match=message):
+        export.export_model(trained[0], format="onnx", out=out)
+    assert main(["export", trained[0].path, "--format", "onnx", "--out", str(out)]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("tlkeras: error: ") and stderr.count("\n") == 1
+    assert not out.exists()
+
+
+LOCK_HOLDER = """
+import sys, time
+from tlkeras.run_lock import RunLock
+with RunLock(sys.argv[1], purpose="train"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_export_into_a_run_folder_another_process_writes_is_refused(trained, tmp_path, capsys):
+    run = trained[0]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, run.path], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        assert main(["export", run.path, "--format", "keras"]) == 3
+        stderr = capsys.readouterr().err
+        assert stderr.startswith("tlkeras: file error: The run folder") and "\n" not in stderr[:-1]
+        assert f"is in use by another process: pid {holder.pid} on host " in stderr
+        assert not os.path.exists(os.path.join(run.path, "export", "model.keras"))
+        # Elsewhere, the export writes nothing in the run folder: it goes ahead.
+        assert (
+            main(["export", run.path, "--format", "keras", "--out", str(tmp_path / "a.keras")])
+            == 0
+        )
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
 
 
 def test_int8_tflite_agrees_on_the_top_class(trained):
@@ -199,7 +299,10 @@ def test_keras_export_carries_its_class_names(trained, tmp_path):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"format": "onnx"}, r"Unknown export format 'onnx'. Expected one of \('savedmodel'"),
+        ({"format": "onnnx"}, r"Unknown export format 'onnnx'. Expected one of \('savedmodel'"),
+        pytest.param(
+            {"format": "onnx", "out": "a.tflite"}, "must end with '.onnx'", marks=needs_onnx
+        ),
         ({"format": "tflite", "out": "model.tfl"}, "must end with '.tflite'"),
         ({"format": "keras", "out": "model.h5"}, "must end with '.keras'"),
         ({"format": "savedmodel", "out": "{busy}"}, "already holds other files"),
@@ -221,6 +324,7 @@ def test_export_mistakes_are_explained(trained, tmp_path, options, message):
 def test_labels_path_sits_beside_the_export():
     assert export.labels_path("a/model.tflite") == "a/model.labels.txt"
     assert export.labels_path("a/cats.keras") == "a/cats.labels.txt"
+    assert export.labels_path("a/cats.onnx") == "a/cats.labels.txt"
     assert export.labels_path("a/saved_model/") == "a/saved_model.labels.txt"
 
 

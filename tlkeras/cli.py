@@ -690,7 +690,13 @@ def _add_export(commands) -> None:
         "beside it.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (or .keras file) from train")
-    p.add_argument("--format", default="savedmodel", choices=cfg.EXPORT_FORMATS)
+    p.add_argument(
+        "--format",
+        default="savedmodel",
+        choices=cfg.EXPORT_FORMATS,
+        help="savedmodel (servers), tflite, tflite-dynamic, tflite-int8 (phones), onnx (ONNX "
+        'Runtime and others; needs pip install "tlkeras[onnx]") or keras (default: %(default)s)',
+    )
     p.add_argument(
         "--out",
         metavar="PATH",

@@ -43,7 +43,7 @@ FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 CLASS_WEIGHTS = ("none", "balanced")
 #: `tlkeras.lr_find.RULES` and the keys of `tlkeras.export.FORMATS`.
 LR_FIND_RULES = ("valley", "steepest", "minimum")
-EXPORT_FORMATS = ("savedmodel", "tflite", "tflite-dynamic", "tflite-int8", "keras")
+EXPORT_FORMATS = ("savedmodel", "tflite", "tflite-dynamic", "tflite-int8", "onnx", "keras")
 
 
 @dataclasses.dataclass

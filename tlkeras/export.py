@@ -1,4 +1,4 @@
-"""Shipping a trained run: SavedModel for servers, TFLite for phones, `.keras` for Python.
+"""Shipping a trained run: SavedModel for servers, TFLite for phones, ONNX for any runtime.
 
 `python -m tlkeras export RUN_DIR --format FORMAT [--out PATH]` writes one of:
 
@@ -8,6 +8,8 @@
     tflite-dynamic  TFLite, int8 weights, float activations       + dynamic-range quantisation
     tflite-int8     TFLite, int8 weights and activations,         + full-integer quantisation,
                     uint8 input, float32 output                     calibrated on training images
+    onnx            ONNX model, float32 (ONNX Runtime and other   Keras' model.export (tf2onnx;
+                    ONNX runtimes)                                  `pip install "tlkeras[onnx]"`)
     keras           the Keras model file                          keras.Model.save
 
 Every export takes RGB pixels in [0, 255] shaped `(batch, height, width, 3)` (the model's
@@ -22,9 +24,12 @@ The class names travel with every export:
 - a labels file beside it, `<out without extension>.labels.txt`, line `i` naming label `i`
   (the form Android, MediaPipe and most mobile tutorials read);
 - inside the export where the format allows: a `tlkeras` metadata entry (JSON) in the
-  TFLite flatbuffer, `assets.extra/labels.txt` and `assets.extra/tlkeras.json` in the
-  SavedModel (the folder TF Serving keeps for such files), `tlkeras.json` in the `.keras`
-  file.
+  TFLite flatbuffer and in the ONNX model's `metadata_props`, `assets.extra/labels.txt` and
+  `assets.extra/tlkeras.json` in the SavedModel (the folder TF Serving keeps for such
+  files), `tlkeras.json` in the `.keras` file.
+
+Exporting into the run folder (the default `RUN_DIR/export/`) holds the run folder's lock
+(`tlkeras.run_lock`), so it never runs while another process trains or exports there.
 
 Example:
     >>> result = export_model("runs/digits", format="tflite-int8")
@@ -35,7 +40,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -44,6 +51,7 @@ import tempfile
 import uuid
 import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -51,6 +59,7 @@ from tlkeras import files, runs, saving
 from tlkeras.evaluate import evaluation_split, recorded_split
 from tlkeras.images import load_images
 from tlkeras.quiet import progress_verbose
+from tlkeras.run_lock import RunLock
 from tlkeras.scan import find_split_folders
 
 # Format name -> default file or folder name inside RUN_DIR/export/.
@@ -59,13 +68,25 @@ FORMATS = {
     "tflite": "model.tflite",
     "tflite-dynamic": "model_dynamic.tflite",
     "tflite-int8": "model_int8.tflite",
+    "onnx": "model.onnx",
     "keras": "model.keras",
+}
+#: The ending of each single-file format's path (a SavedModel is a folder).
+EXTENSIONS = {
+    "tflite": ".tflite",
+    "tflite-dynamic": ".tflite",
+    "tflite-int8": ".tflite",
+    "onnx": ".onnx",
+    "keras": ".keras",
 }
 TFLITE_QUANTIZATION = {"tflite": "none", "tflite-dynamic": "dynamic", "tflite-int8": "int8"}
 EXPORT_FOLDER = "export"
 LABELS_SUFFIX = ".labels.txt"
-METADATA_NAME = "tlkeras"  # The TFLite metadata entry and the SavedModel's tlkeras.json.
+METADATA_NAME = "tlkeras"  # The TFLite and ONNX metadata entry, the SavedModel's tlkeras.json.
 SAVED_MODEL_EXTRA = "assets.extra"
+#: What `format="onnx"` imports -> the pip package that brings it (the `onnx` extra).
+ONNX_EXPORT_PACKAGES = {"tf2onnx": "tf2onnx", "onnx": "onnx"}
+ONNX_INSTALL = 'pip install "tlkeras[onnx]"'
 
 
 @dataclasses.dataclass
@@ -97,10 +118,11 @@ def export_model(
 
     Args:
         run: A `Run`, or the path of a run folder (or `.keras` file) to load.
-        format: One of `"savedmodel"`, `"tflite"`, `"tflite-dynamic"`, `"tflite-int8"` or
-            `"keras"` (see the module docstring). Defaults to `"savedmodel"`.
-        out: Where to write it: a folder for `"savedmodel"`, a `.tflite` or `.keras` file
-            otherwise. Defaults to `RUN_DIR/export/` plus the format's default name.
+        format: One of `"savedmodel"`, `"tflite"`, `"tflite-dynamic"`, `"tflite-int8"`,
+            `"onnx"` or `"keras"` (see the module docstring). Defaults to `"savedmodel"`.
+        out: Where to write it: a folder for `"savedmodel"`, a `.tflite`, `.onnx` or
+            `.keras` file otherwise. Defaults to `RUN_DIR/export/` plus the format's
+            default name.
         data_dir: For `"tflite-int8"`, the data folder to take calibration images from (its
             training split). Defaults to the run's own `data_dir`.
         num_calibration_images: How many training images calibrate `"tflite-int8"`.
@@ -110,7 +132,10 @@ def export_model(
         An `Export` with the paths and the size.
 
     Raises:
-        ValueError: If the format, the output path or the calibration data is wrong.
+        ValueError: If the format, the output path or the calibration data is wrong, or
+            ONNX's packages are missing.
+        tlkeras.run_lock.RunFolderInUseError: If the export goes into the run folder while
+            another process writes it.
 
     Example:
         >>> export_model("runs/digits", format="tflite", out="digits.tflite").labels_path
@@ -121,31 +146,49 @@ def export_model(
             f"Unknown export format {format!r}. Expected one of {tuple(FORMATS)}. "
             f"Received: format={format!r}"
         )
+    if format == "onnx":
+        check_onnx_export_available()
     run = run if isinstance(run, runs.Run) else runs.load_run(run)
     out = os.fspath(out) if out is not None else default_out(run, format)
     _check_out(out, format)
     _check_class_names(run.class_names)
+    with _lock_if_inside_the_run(run, out):
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        _write(run, format, out, data_dir=data_dir, num_images=num_calibration_images)
+        labels = labels_path(out)
+        files.atomic_write(labels, "".join(name + "\n" for name in run.class_names))
+    return Export(out, labels, format, _size(out))
+
+
+def _write(run: runs.Run, format: str, out: str, *, data_dir, num_images: int) -> None:
+    """Writes the export itself, with the class names inside where the format allows."""
     metadata = _metadata(run, format)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if format == "savedmodel":
         _write_saved_model(run.model, out, metadata)
     elif format == "keras":
         saving.save_model(out, run.model, class_names=run.class_names, metadata=metadata)
+    elif format == "onnx":
+        files.atomic_write(out, add_onnx_metadata(convert_to_onnx(run.model), metadata))
     else:
         images = None
         if format == "tflite-int8":
-            images = sample_images(
-                run, split="train", data_dir=data_dir, num_images=num_calibration_images
-            )
+            images = sample_images(run, split="train", data_dir=data_dir, num_images=num_images)
         flatbuffer = convert_to_tflite(
             run.model, quantization=TFLITE_QUANTIZATION[format], calibration_images=images
         )
         files.atomic_write(out, add_tflite_metadata(flatbuffer, metadata))
         if images is not None:
             _warn_about_input_scale(out)
-    labels = labels_path(out)
-    files.atomic_write(labels, "".join(name + "\n" for name in run.class_names))
-    return Export(out, labels, format, _size(out))
+
+
+def _lock_if_inside_the_run(run: runs.Run, out: str):
+    """The run folder's lock when the export goes inside it (the default), else nothing."""
+    if not os.path.isdir(run.path):  # A bare .keras file: no run folder to protect.
+        return contextlib.nullcontext()
+    folder, target = os.path.abspath(run.path), os.path.abspath(out)
+    if os.path.commonpath([folder, target]) != folder:
+        return contextlib.nullcontext()
+    return RunLock(run.path, purpose="export")
 
 
 def default_out(run: runs.Run, format: str) -> str:
@@ -158,11 +201,11 @@ def labels_path(out) -> str:
     """The labels file beside an export: `model.tflite` -> `model.labels.txt`."""
     out = os.fspath(out).rstrip("/\\")
     stem, extension = os.path.splitext(out)
-    return (stem if extension in (".tflite", ".keras") else out) + LABELS_SUFFIX
+    return (stem if extension in EXTENSIONS.values() else out) + LABELS_SUFFIX
 
 
 def _check_out(out: str, format: str) -> None:
-    extension = {"savedmodel": "", "keras": ".keras"}.get(format, ".tflite")
+    extension = EXTENSIONS.get(format, "")
     if extension and not out.endswith(extension):
         raise ValueError(
             f"A {format} export is a {extension} file, so the output path must end with "
@@ -319,8 +362,9 @@ def sample_images(
 def check_export(run: runs.Run, result: Export, images) -> dict:
     """Runs an export in the program that consumes it and compares it with the Keras model.
 
-    TFLite files run in the TFLite interpreter, a SavedModel in `tf.saved_model.load`, a
-    `.keras` file in Keras after reloading.
+    TFLite files run in the LiteRT interpreter (`ai_edge_litert` where it is installed, else
+    `tf.lite.Interpreter`), an ONNX model in ONNX Runtime, a SavedModel in
+    `tf.saved_model.load`, a `.keras` file in Keras after reloading.
 
     Args:
         run: The run that was exported.
@@ -388,6 +432,8 @@ def exported_probabilities(result: Export, images) -> np.ndarray:
     images = np.asarray(images)
     if result.format in TFLITE_QUANTIZATION:
         return predict_tflite(result.path, images)
+    if result.format == "onnx":
+        return predict_onnx(result.path, images)
     if result.format == "savedmodel":
         loaded = tf.saved_model.load(result.path)  # Keep it: `serve` needs its variables.
         batches = [images[i : i + 64] for i in range(0, len(images), 64)]
@@ -543,6 +589,144 @@ def _quantize(batch: np.ndarray, details: dict) -> np.ndarray:
     scale, zero_point = details["quantization"]
     info = np.iinfo(dtype)
     return np.clip(np.round(batch / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def check_onnx_export_available() -> None:
+    """Checks that this process can export ONNX: TensorFlow backend, tf2onnx and onnx there.
+
+    Raises:
+        ValueError: If a package is missing (the message says how to install it), or Keras
+            runs on another backend.
+
+    Example:
+        >>> check_onnx_export_available()  # None when `pip install "tlkeras[onnx]"` ran
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            f"ONNX export goes through TensorFlow (tf2onnx), but Keras runs on {backend} here. "
+            "Export with KERAS_BACKEND=tensorflow: a run folder loads on either backend. "
+            f"Received: format='onnx', backend={backend!r}"
+        )
+    missing = [pip for module, pip in ONNX_EXPORT_PACKAGES.items() if not _installed(module)]
+    if missing:
+        raise ValueError(
+            f"ONNX export needs {' and '.join(missing)}, not installed here. Install it with "
+            f"{ONNX_INSTALL} (or pip install {' '.join(missing)}), or choose another --format. "
+            "Received: format='onnx'"
+        )
+
+
+def convert_to_onnx(model) -> bytes:
+    """Converts a Keras model to an ONNX model with Keras' `model.export` (tf2onnx).
+
+    The ONNX model takes float32 RGB pixels in [0, 255] `(batch, height, width, 3)` (any
+    batch size) and returns float32 class probabilities.
+
+    Args:
+        model: A Keras model on the TensorFlow backend.
+
+    Returns:
+        The `.onnx` file's bytes.
+
+    Example:
+        >>> onnx_bytes = convert_to_onnx(run.model)
+    """
+    check_onnx_export_available()
+    # Given, not inferred: Keras infers it only for a model called since it was loaded.
+    name = getattr(model.inputs[0], "name", None) or "image"
+    signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=name)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch: np.object.
+            try:
+                model.export(path, format="onnx", verbose=False, input_signature=signature)
+            except Exception as error:
+                raise RuntimeError(
+                    f"tf2onnx could not convert {model.name}: "
+                    f"{' '.join(str(error).split())[:500].rstrip('.')}. Try --format savedmodel "
+                    "or tflite. Received: format='onnx'"
+                ) from None
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def add_onnx_metadata(onnx_bytes: bytes, metadata: dict) -> bytes:
+    """Adds a `tlkeras` entry (JSON) to an ONNX model's `metadata_props`.
+
+    ONNX Runtime shows it as `session.get_modelmeta().custom_metadata_map["tlkeras"]`.
+    """
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_NAME]
+    del model.metadata_props[:]
+    for key, value in [*kept, (METADATA_NAME, json.dumps(metadata))]:
+        model.metadata_props.add(key=key, value=value)
+    return model.SerializeToString()
+
+
+def read_onnx_metadata(path) -> dict:
+    """Reads the `tlkeras` metadata (class names, image size...) of an exported `.onnx`.
+
+    Example:
+        >>> read_onnx_metadata("runs/digits/export/model.onnx")["class_names"][:2]
+        ['0', '1']
+    """
+    session = onnx_session(path)
+    entry = session.get_modelmeta().custom_metadata_map.get(METADATA_NAME)
+    if entry is None:
+        raise ValueError(
+            f"{path!r} has no {METADATA_NAME!r} metadata; it was not exported by tlkeras. Read "
+            f"its labels file instead. Received: path={path!r}"
+        )
+    return json.loads(entry)
+
+
+def onnx_session(path):
+    """Opens an `.onnx` file in ONNX Runtime, on the CPU.
+
+    Raises:
+        ValueError: If `onnxruntime` is not installed (the message says how to install it).
+    """
+    if not _installed("onnxruntime"):
+        raise ValueError(
+            f"Running an ONNX model here needs onnxruntime, not installed. Install it with "
+            f"{ONNX_INSTALL} (or pip install onnxruntime). Received: path={os.fspath(path)!r}"
+        )
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # Errors only.
+    return onnxruntime.InferenceSession(
+        os.fspath(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+def predict_onnx(path, images, *, batch_size: int = 64) -> np.ndarray:
+    """Runs an exported `.onnx` classifier on images in ONNX Runtime.
+
+    Args:
+        path: A `.onnx` file from `export_model`.
+        images: RGB images in [0, 255], shaped `(num_images, height, width, 3)`.
+        batch_size: Images per call. Defaults to 64.
+
+    Returns:
+        float32 probabilities `(num_images, num_classes)`.
+
+    Example:
+        >>> probabilities = predict_onnx("model.onnx", load_images(paths, (32, 32)))
+    """
+    session = onnx_session(path)
+    (source,) = session.get_inputs()
+    images = np.asarray(images, dtype="float32")
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    return np.concatenate([session.run(None, {source.name: b})[0] for b in batches])
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def _warn_about_input_scale(path) -> None:
