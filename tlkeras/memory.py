@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import re
 
@@ -193,11 +194,16 @@ def parse_cache_memory(cache_memory) -> tuple[float, str]:
 
 
 def _gradient_registry() -> dict | None:
-    """TensorFlow's gradient registry (a private dict), or None if it has moved."""
+    """TensorFlow's gradient registry (a private dict), or None if it has moved.
+
+    It lives in the module that defines the public `tf.RegisterGradient`, found from that
+    class rather than imported by its private path (`tensorflow.python...`).
+    """
     try:
-        from tensorflow.python.framework import ops
+        import tensorflow as tf
     except ImportError:
         return None
+    ops = inspect.getmodule(getattr(tf, "RegisterGradient", None))
     registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
     return registry if isinstance(registry, dict) else None
 
