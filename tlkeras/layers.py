@@ -70,11 +70,16 @@ def preprocessing_layer(mode: str, *, name: str = "preprocess") -> keras.layers.
         return keras.layers.Normalization(axis=-1, mean=mean, variance=variance, **options)
     if mode == "none":
         return keras.layers.Identity(**options)
-    layer = keras.layers.Dense(3, **options)
-    layer.build((None, 3))
-    swap_red_and_blue = np.eye(3, dtype="float32")[::-1]  # Row i feeds output 2 - i.
-    layer.set_weights([swap_red_and_blue, -np.array(CAFFE_MEAN_BGR, dtype="float32")])
-    return layer
+    # The values are the initializers, not weights set afterwards: a variable created under
+    # a multi-worker strategy takes its first value from the chief, and an assignment after
+    # creation is not what the workers then train from.
+    swap_red_and_blue = np.eye(3)[::-1].tolist()  # Row i feeds output 2 - i.
+    return keras.layers.Dense(
+        3,
+        kernel_initializer=keras.initializers.Constant(swap_red_and_blue),
+        bias_initializer=keras.initializers.Constant([-m for m in CAFFE_MEAN_BGR]),
+        **options,
+    )
 
 
 @keras.saving.register_keras_serializable(package="tlkeras")
