@@ -78,12 +78,64 @@ def test_debug_shows_the_traceback(monkeypatch, capsys, image_folder):
     assert "Traceback (most recent call last)" in err and "ZeroDivisionError: oops" in err
 
 
-def test_missing_imagenet_weights_exit_1_with_the_fix(monkeypatch, capsys, image_folder, tmp_path):
+def test_missing_imagenet_weights_exit_4_with_the_fix(monkeypatch, capsys, image_folder, tmp_path):
     monkeypatch.setenv("TLKERAS_WEIGHTS_DIR", str(tmp_path))
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", image_folder, "--image-size", 32, "--out", out)
-    assert code == 1 and err.count("\n") == 1 and "has no vgg16_weights" in err
-    assert err.startswith("tlkeras: error:") and "internal error" not in err
+    assert code == 4 and err.count("\n") == 1 and "has no vgg16_weights" in err
+    assert err.startswith("tlkeras: weights error:") and "internal error" not in err
+
+
+def test_the_status_comes_from_the_type_not_the_wording():
+    """Each row of the table, and the same words under another type."""
+    from tlkeras.errors import DataError, DiskError, ExportError, WeightsError
+
+    message = "Something. Received: x=1"
+    assert [exit_status(kind(message)) for kind in (UsageError, DataError, ExportError)] == [
+        2,
+        3,
+        3,
+    ]
+    assert exit_status(DiskError(message)) == 3 and exit_status(WeightsError(message)) == 4
+    assert exit_status(ValueError(message)) == 1  # "Received:" alone makes nothing a usage error.
+    assert exit_status(RuntimeError("could not write")) == 1
+
+
+def test_not_enough_disk_space_before_training_is_a_file_problem(
+    monkeypatch, capsys, image_folder, tmp_path
+):
+    """Was exit 2: the check raised a ValueError that read like a usage mistake."""
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        image_folder,
+        "--weights",
+        "none",
+        "--image-size",
+        32,
+        "--out",
+        tmp_path / "r",
+    )
+    assert code == 3
+    assert err.splitlines()[-1].startswith("tlkeras: file error: Not enough free disk space")
+
+
+def test_a_failed_tflite_conversion_is_an_export_error(monkeypatch, capsys, saved_model, tmp_path):
+    """Was exit 1, as if tlkeras had a bug."""
+    import keras
+
+    def fail(self, filepath, format="tf_saved_model", **kwargs):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(keras.Model, "export", fail)
+    code, _, err = run_cli(
+        capsys, "export", saved_model, "--format", "tflite", "--out", tmp_path / "m.tflite"
+    )
+    assert code == 3 and err.startswith("tlkeras: export error: TFLite could not convert")
 
 
 @pytest.mark.parametrize(("status", "expected"), [(None, 130), (143, 143)])

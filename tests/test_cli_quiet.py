@@ -140,8 +140,8 @@ def test_no_imagenet_weights_offline_is_the_only_text_on_stderr(tmp_path):
         "train", data, "--image-size", 32, "--out", tmp_path / "run",
         env={"TLKERAS_WEIGHTS_DIR": str(empty)},
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 4
     lines = result.stderr.splitlines()
-    assert 1 <= len(lines) <= 2 and lines[0].startswith("tlkeras: error:"), result.stderr
+    assert 1 <= len(lines) <= 2 and lines[0].startswith("tlkeras: weights error:"), result.stderr
     assert "Traceback" not in result.stderr
     assert "weights download --backbone vgg16" in result.stderr

@@ -255,6 +255,6 @@ def test_pretrain_checks_the_free_disk_space_before_training(pretrained, tmp_pat
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: usage._replace(free=2**20))
-    with pytest.raises(ValueError, match=r"Not enough free disk space .*only 1 MB is free"):
+    with pytest.raises(OSError, match=r"Not enough free disk space .*only 1 MB is free"):
         tl.pretrain(_pretrain_config(pretrained.config["data_dir"], tmp_path / "new"))
     assert not (tmp_path / "new").exists()

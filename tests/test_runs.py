@@ -251,7 +251,7 @@ def test_overwrite_refuses_a_folder_tlkeras_did_not_write(tmp_path):
 
 def test_unwritable_run_folder_is_refused(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(ValueError, match=r"Cannot write to the run folder .*Received: out="):
+    with pytest.raises(OSError, match=r"Cannot write to the run folder .*Received: out="):
         check_run_folder(tmp_path / "file" / "run")
     check_run_folder(tmp_path / "new" / "run")
     assert os.listdir(tmp_path) == ["file"]  # The check made and removed new/run.
@@ -260,6 +260,6 @@ def test_unwritable_run_folder_is_refused(tmp_path):
 def test_not_enough_disk_space_is_refused(tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=100 * 2**20))
-    with pytest.raises(ValueError, match=r"needs about 499 MB .* only 100 MB is free"):
+    with pytest.raises(OSError, match=r"needs about 499 MB .* only 100 MB is free"):
         check_free_space(tmp_path, num_params=14_723_010)
     check_free_space(tmp_path, num_params=1_000_000)

@@ -124,7 +124,7 @@ def test_list_reports_size_and_hash_status(tmp_path, served_vgg16, capsys):
     assert statuses["inceptionv3"] == "missing"
     code = main(["weights", "list", "--dir", str(folder)])
     out = capsys.readouterr().out
-    assert code == 1, "a corrupt file fails the check"
+    assert code == 4, "a corrupt file fails the check"
     assert "bad hash" in out and f"{os.path.getsize(served_vgg16) / 1e6:.1f} MB" in out
 
 
@@ -150,7 +150,7 @@ def test_provisioned_folder_without_the_file_never_downloads(tmp_path, capsys, i
     with pytest.raises(WeightsUnavailableError, match=r"has no vgg16_weights.*--dir"):
         load_backbone("vgg16", image_size=32, weights="imagenet", weights_dir=empty)
     argv = ["train", image_folder, "--image-size", "32", "--weights-dir", str(empty)]
-    assert main(argv) == 1
+    assert main(argv) == 4
     err = capsys.readouterr().err
     assert "weights download --backbone vgg16" in err and err.count("\n") == 1
 

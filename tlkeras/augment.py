@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from tlkeras.errors import UsageError, UsageTypeError
+
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 _AMOUNTS = ("rotation", "zoom", "translation", "contrast")
 
@@ -99,7 +101,7 @@ def get_augmentation(
     elif isinstance(augment, str) and augment in PRESETS:
         base = PRESETS[augment]
     else:
-        raise ValueError(
+        raise UsageError(
             f"augment must be one of {tuple(PRESETS)} or an Augmentation. "
             f"Received: augment={augment!r}"
         )
@@ -112,14 +114,14 @@ def get_augmentation(
     }
     result = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
     if result.flip not in FLIP_MODES:
-        raise ValueError(f"flip must be one of {FLIP_MODES}. Received: flip={result.flip!r}")
+        raise UsageError(f"flip must be one of {FLIP_MODES}. Received: flip={result.flip!r}")
     for name in _AMOUNTS:
         value = getattr(result, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number. Received: {name}={value!r}")
+            raise UsageTypeError(f"{name} must be a number. Received: {name}={value!r}")
         upper, within = ("below 1", value < 1) if name == "zoom" else ("at most 1", value <= 1)
         if not (value >= 0 and within):
-            raise ValueError(
+            raise UsageError(
                 f"{name} must be a fraction from 0 (off) to {upper}, e.g. 0.1. "
                 f"Received: {name}={value!r}"
             )

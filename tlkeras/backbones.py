@@ -31,6 +31,7 @@ from collections.abc import Callable
 import keras
 
 from tlkeras import efficientnet_lite
+from tlkeras.errors import UsageError
 
 A = keras.applications
 
@@ -271,7 +272,7 @@ def get_backbone(name: str) -> Backbone:
         return name
     key = str(name).lower()
     if key not in BACKBONES:
-        raise ValueError(
+        raise UsageError(
             f"Unknown backbone {name!r}. Expected one of {tuple(BACKBONES)}; pick one of those "
             f"names. Received: backbone={name!r}"
         )
@@ -291,7 +292,7 @@ def check_num_blocks(
     names = backbone.block_names
     if not isinstance(num_blocks, int) or not minimum <= num_blocks <= len(names):
         verb = "unfreeze" if name == "unfreeze" else "use"
-        raise ValueError(
+        raise UsageError(
             f"Cannot {verb} {num_blocks!r} blocks of {backbone.name}: it has {len(names)} "
             f"blocks, {', '.join(names)} (bottom to top). Pass a number from {minimum} to "
             f"{len(names)}. Received: {name}={num_blocks!r}"

@@ -45,6 +45,7 @@ import keras
 import numpy as np
 
 from tlkeras import files, runs, saving
+from tlkeras.errors import DataError, UsageError
 from tlkeras.guards import StopOnNaN, kill_point
 
 STATE_FILE = runs.STATE_FILE
@@ -60,6 +61,7 @@ CHANGEABLE_ON_RESUME = (
     "deterministic",
     "cache_memory",
 )
+
 STAGE_NAMES = {1: "stage 1, training the head", 2: "stage 2, fine-tuning"}
 
 
@@ -140,7 +142,7 @@ def load_state(run_dir) -> TrainingState:
     """
     path = os.path.join(checkpoint_dir(run_dir), STATE_FILE)
     if not os.path.isfile(path):
-        raise ValueError(
+        raise UsageError(
             f"The run folder {os.fspath(run_dir)!r} has no checkpoint to resume from (no "
             f"{runs.CHECKPOINT_DIR}/{STATE_FILE}). Start a new run with --overwrite or another "
             f"--out. Received: out={os.fspath(run_dir)!r}"
@@ -148,7 +150,7 @@ def load_state(run_dir) -> TrainingState:
     with open(path, encoding="utf-8") as f:
         document = json.load(f)
     if document.pop("format", None) != STATE_FORMAT:
-        raise ValueError(
+        raise DataError(
             f"{path!r} was written by another version of tlkeras. Resume it with that version, "
             f"or start a new run with --overwrite. Received: path={path!r}"
         )
@@ -167,7 +169,7 @@ def _check_same_settings(run_dir, saved: dict, settings: dict) -> list[str]:
             + [f"{key}={settings[key]!r} (unknown to the run)" for key in added]
         )
         state = os.path.join(checkpoint_dir(run_dir), STATE_FILE)
-        raise ValueError(
+        raise UsageError(
             f"Cannot resume the run in {os.fspath(run_dir)!r} with different settings: {wrong}. "
             f"Resume with the settings it started with (listed in {state}), or start a new run "
             "with --overwrite or another --out. Received: "
@@ -296,7 +298,7 @@ def record_split(run_dir, splits: dict, *, data_dir) -> None:
         added = sorted(set(now["paths"]) - set(before["paths"]))
         missing = sorted(set(before["paths"]) - set(now["paths"]))
         example = (added or missing or ["(same files, other labels)"])[0]
-        raise ValueError(
+        raise DataError(
             f"The {name!r} split of {os.fspath(data_dir)!r} changed since the run started "
             f"({len(added)} file(s) added, {len(missing)} missing, e.g. {example!r}), so the run "
             "cannot be resumed on the same split. Restore the data folder, or start a new run "
@@ -342,7 +344,7 @@ def set_seed_generator_states(model: keras.Model, states: list) -> None:
     """Restores the states returned by `seed_generator_states`."""
     variables = _seed_generator_variables(model)
     if len(variables) != len(states):
-        raise ValueError(
+        raise DataError(
             f"The checkpoint holds {len(states)} seed-generator states but the model has "
             f"{len(variables)}, so it is not the model this run trained. Resume with the run's "
             f"settings. Received: num_states={len(states)}"

@@ -6,8 +6,8 @@ what it needs. The training flags of `train`, `compare`, `lr-find` and `pretrain
 from the fields of `tlkeras.config.TrainConfig` (and `PretrainConfig`) and their docs.
 
 Errors are one line on stderr; the exit status says what went wrong (see `tlkeras.errors`):
-2 a usage mistake, 3 a file or data problem, 1 a bug or no ImageNet weights offline, 130
-or 143 interrupted. Set TLKERAS_DEBUG=1 for tracebacks, and --verbose (or TLKERAS_DEBUG=1)
+2 a usage mistake, 3 a file, data, disk or export problem, 4 weights that cannot be had, 1 a
+bug, 130 or 143 interrupted. Set TLKERAS_DEBUG=1 for tracebacks, and --verbose (or TLKERAS_DEBUG=1)
 for TensorFlow's own log lines.
 
 Example:
@@ -25,7 +25,14 @@ import sys
 import traceback
 
 from tlkeras import config as cfg
-from tlkeras.errors import UsageError, debug_enabled, describe, exit_status, one_line
+from tlkeras.errors import (
+    NO_WEIGHTS,
+    UsageError,
+    debug_enabled,
+    describe,
+    exit_status,
+    one_line,
+)
 from tlkeras.quiet import quiet
 
 EXAMPLES = """examples:
@@ -41,8 +48,8 @@ EXAMPLES = """examples:
       --weights none --image-size 32 --epochs 3
   python -m tlkeras export runs/digits --format tflite-int8
 
-exit status: 0 ok, 1 internal error (a bug) or no ImageNet weights offline, 2 usage error,
-  3 file or data problem, 130/143 interrupted, 141 closed pipe (see the README)
+exit status: 0 ok, 1 internal error (a bug), 2 usage error, 3 file, data, disk or export
+  problem, 4 weights unavailable or corrupt, 130/143 interrupted, 141 closed pipe
 """
 
 #: 128 + SIGPIPE, as a shell reports a command whose reader went away (`... | head`).
@@ -811,7 +818,7 @@ def _add_weights(commands) -> None:
         "list",
         help="list the ImageNet weights files present and check their hashes",
         description="List each backbone's ImageNet weights file: size and whether it matches "
-        "Keras' published hash. Exit status 1 if a file is corrupt.",
+        "Keras' published hash. Exit status 4 if a file is corrupt.",
     )
     _add_weights_dir(listing, "--dir")
     listing.set_defaults(handler=_weights_list)
@@ -835,7 +842,7 @@ def _weights_list(args) -> int:
     print(f"{'backbone':16} {'status':18} {'size':>9}  path")
     for found in files:
         print(f"{found.backbone:16} {found.status:18} {_megabytes(found.size):>9}  {found.path}")
-    return 1 if any(found.status == "bad hash" for found in files) else 0
+    return NO_WEIGHTS if any(found.status == "bad hash" for found in files) else 0
 
 
 def _megabytes(size) -> str:

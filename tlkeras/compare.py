@@ -39,6 +39,7 @@ import numpy as np
 from tlkeras import plots
 from tlkeras.backbones import get_backbone
 from tlkeras.data import make_dataset
+from tlkeras.errors import DataError, UsageError
 from tlkeras.evaluate import recorded_split
 from tlkeras.files import atomic_write
 from tlkeras.images import load_images
@@ -97,7 +98,7 @@ def _check_backbones(backbones, image_size) -> list[str]:
         backbones = [name.strip() for name in backbones.split(",") if name.strip()]
     names = [get_backbone(name).name for name in backbones]
     if not names or len(set(names)) != len(names):
-        raise ValueError(
+        raise UsageError(
             "Expected one or more different backbone names, e.g. 'vgg16,resnet50,inceptionv3'. "
             f"Received: backbones={list(backbones)!r}"
         )
@@ -115,7 +116,7 @@ def _train_and_measure(config) -> dict:
     train_seconds = time.perf_counter() - start
     splits = recorded_split(run, config.data_dir)
     if splits is None:
-        raise ValueError(
+        raise DataError(
             f"The data folder {config.data_dir!r} no longer holds the files the run "
             f"{run.path!r} recorded in checkpoint/split.json; was it changed during the "
             "comparison? Leave it untouched while comparing and run it again. "

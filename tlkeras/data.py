@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlkeras.augment import augmentation_layer, epoch_augmentation, get_augmentation
+from tlkeras.errors import UsageError
 from tlkeras.images import _check_image_size, load_image, load_images
 from tlkeras.memory import available_memory
 
@@ -91,7 +92,7 @@ def make_dataset(
 
 def _check_batch_size(batch_size) -> None:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+        raise UsageError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
 
 
 def _to_float(images, *rest):
@@ -177,7 +178,7 @@ def make_file_dataset(
     paths = [os.fsencode(os.fspath(p)) for p in paths]  # bytes: any file name survives
     labels = np.asarray(labels, dtype="int32")
     if len(paths) != len(labels):
-        raise ValueError(
+        raise UsageError(
             f"Got {len(paths)} paths but {len(labels)} labels; give one label per file. "
             f"Received: num_labels={len(labels)}"
         )
@@ -247,7 +248,7 @@ def check_class_weight(mode: str | None) -> str:
     """Returns `mode` (`None` read as `"none"`), or raises ValueError for an unknown one."""
     mode = "none" if mode is None else mode
     if mode not in CLASS_WEIGHT_MODES:
-        raise ValueError(
+        raise UsageError(
             f"class_weight must be one of {CLASS_WEIGHT_MODES}: 'balanced' weighs each class "
             f"by the inverse of its size. Received: class_weight={mode!r}"
         )
@@ -314,13 +315,13 @@ class Data:
                 other than `"train"` (evaluation and prediction never augment).
         """
         if split not in self.folder.splits:
-            raise ValueError(
+            raise UsageError(
                 f"This data has no {split!r} split; it has {sorted(self.folder.splits)}. "
                 f"Received: split={split!r}"
             )
         layer = augmentation_layer(augment, seed=self.seed)
         if layer is not None and split != "train":
-            raise ValueError(
+            raise UsageError(
                 "Augmentation is for training only: evaluation and prediction must see the "
                 "images as they are. Pass augment only with split='train'. "
                 f"Received: split={split!r}"
@@ -485,7 +486,7 @@ def sample_per_class(data_dir, out_dir, *, num_per_class: int, seed: int = 0) ->
     import shutil
 
     if os.path.exists(out_dir):
-        raise ValueError(
+        raise UsageError(
             f"{out_dir!r} already exists. Pass a new folder so no images get mixed in. "
             f"Received: out_dir={out_dir!r}"
         )
@@ -494,7 +495,7 @@ def sample_per_class(data_dir, out_dir, *, num_per_class: int, seed: int = 0) ->
     for label, name in enumerate(class_names):
         members = np.flatnonzero(split.labels == label)
         if len(members) <= num_per_class:
-            raise ValueError(
+            raise UsageError(
                 f"Class {name!r} has {len(members)} images, so {num_per_class} for training "
                 f"would leave none to test on. Received: num_per_class={num_per_class!r}"
             )

@@ -60,6 +60,8 @@ import warnings
 import keras
 import tensorflow as tf
 
+from tlkeras.errors import UsageError
+
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 LEARNING_RATE_SCALINGS = ("sqrt", "linear", "none")
 WORKER_TASK_TYPES = ("chief", "worker")
@@ -88,7 +90,7 @@ def get_strategy(name: str = "auto"):
         1
     """
     if name not in STRATEGIES:
-        raise ValueError(
+        raise UsageError(
             f"Unknown strategy {name!r}. Expected one of {STRATEGIES}. Received: strategy={name!r}"
         )
     if keras.backend.backend() == "jax":
@@ -161,7 +163,7 @@ def _jax_distribution(name: str) -> KerasDistribution:
     if name == "multiworker":
         missing = [variable for variable in JAX_CLUSTER_VARIABLES if variable not in os.environ]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 "strategy='multiworker' on the JAX backend needs the environment variables "
                 f"{', '.join(JAX_CLUSTER_VARIABLES)} on every process (the first process's "
                 "address, the number of processes and this one's index, from 0), e.g. "
@@ -285,7 +287,7 @@ def read_tf_config() -> dict:
         '"task": {"type": "worker", "index": 0}}\''
     )
     if not text:
-        raise ValueError(
+        raise UsageError(
             "strategy='multiworker' needs the TF_CONFIG environment variable, which names "
             f"every worker and this one's index, e.g. TF_CONFIG={example}. Set it on every "
             "worker, or use --strategy mirrored for the GPUs of one machine. "
@@ -294,7 +296,7 @@ def read_tf_config() -> dict:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(
+        raise UsageError(
             f"TF_CONFIG is not valid JSON ({error}). Expected e.g. TF_CONFIG={example}. "
             f"Received: TF_CONFIG={text!r}"
         ) from None
@@ -308,7 +310,7 @@ def read_tf_config() -> dict:
         or not isinstance(index, int)
         or not 0 <= index < len(cluster.get(task_type) or [])
     ):
-        raise ValueError(
+        raise UsageError(
             "TF_CONFIG must hold a 'cluster' of worker addresses and a 'task' whose 'type' is "
             f"one of {WORKER_TASK_TYPES} and whose 'index' is its position in that list, e.g. "
             f"TF_CONFIG={example}. Received: TF_CONFIG={text!r}"
@@ -335,7 +337,7 @@ def scale_learning_rate(
         8e-05
     """
     if scaling not in LEARNING_RATE_SCALINGS:
-        raise ValueError(
+        raise UsageError(
             f"Unknown learning-rate scaling {scaling!r}. Expected one of "
             f"{LEARNING_RATE_SCALINGS}. Received: learning_rate_scaling={scaling!r}"
         )

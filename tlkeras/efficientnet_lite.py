@@ -31,6 +31,7 @@ import os
 import keras
 import numpy as np
 
+from tlkeras.errors import UsageError
 from tlkeras.torch_file import read_legacy_pth
 
 #: The registry package whose file holds the ImageNet weights, and that file's sha256.
@@ -48,6 +49,7 @@ STAGES = (
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 )
+
 #: `tlkeras.weights.weights_digest` of the converted Keras weights, without and with the top.
 NOTOP_DIGEST = "1627ccb45ac5fb93439dcc25deb88d5f6c4deed4d50aebae89f270fe95a4e791"
 TOP_DIGEST = "bad980eed3101b9341dbfbddb64dde928b719dc32b5dcbd3097841df012ca01c"
@@ -147,14 +149,14 @@ def EfficientNetLite0(
     """
     input_shape = tuple(input_shape or (224, 224, 3))
     if len(input_shape) != 3 or input_shape[-1] != 3 or min(input_shape[:2]) < 32:
-        raise ValueError(
+        raise UsageError(
             "EfficientNet-Lite0 takes RGB images of at least 32x32 pixels: expected "
             f"input_shape=(height, width, 3) with both sides >= 32. "
             f"Received: input_shape={input_shape!r}"
         )
     is_imagenet = isinstance(weights, str) and weights.lower() == "imagenet"
     if is_imagenet and include_top and classes != 1000:
-        raise ValueError(
+        raise UsageError(
             "The ImageNet classifier has 1000 classes; leave classes out or pass "
             f"include_top=False. Received: classes={classes!r}"
         )

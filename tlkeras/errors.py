@@ -1,17 +1,26 @@
-"""What went wrong, as the command line's exit status: `UsageError` and `exit_status`.
+"""What went wrong, as an exception type and the command line's exit status.
 
 This module imports no TensorFlow or Keras, so the command line can use it before any
-heavy import. The exit statuses of `python -m tlkeras` (also in the README):
+heavy import. tlkeras raises a type for each kind of problem, and `EXIT_STATUSES` maps each
+type to the exit status of `python -m tlkeras` and the start of its one-line message (the
+README shows the same table):
 
     0    success
-    1    an internal error (a bug): `tlkeras: internal error: ...`, TLKERAS_DEBUG=1 shows
-         the traceback; or no ImageNet weights (not cached, not provisioned, no internet):
-         `tlkeras: error: ...` with the command that provisions them
-    2    a usage error: a bad flag or value, a missing folder, an unknown backbone, a file
-         that is not an image, a data folder that fails its checks
-    3    a file or data problem: a truncated or corrupt file (model, checkpoint, image),
-         permission denied, the disk full, an I/O error, out of memory
-    130  interrupted (Ctrl-C); 143 when stopped by SIGTERM
+    1    an internal error (a bug in tlkeras or a library): `tlkeras: internal error: ...`;
+         TLKERAS_DEBUG=1 shows the traceback
+    2    UsageError: what you typed (a bad flag or value, a missing folder, an unknown
+         backbone, a file that is not an image, a data folder that fails its checks)
+    3    DataError, DiskError, ExportError, or an error of the operating system: a damaged
+         or unreadable file (model, checkpoint, image, manifest), a run folder another
+         process is writing, no room on the disk, permission denied, a model that could
+         not be converted, out of memory
+    4    WeightsError: pretrained weights that cannot be had (not cached, not provisioned,
+         offline) or that fail their hash check
+    130  interrupted (Ctrl-C); 143 when stopped by SIGTERM; 141 when stdout's reader left
+
+The status comes from the type alone, never from the message's wording. Every tlkeras type
+is also the built-in type callers expect (`UsageError` is a `ValueError`, `DiskError` an
+`OSError`, ...), so `except ValueError` keeps working.
 
 Example:
     >>> exit_status(UsageError("Bad flag. Received: epochs=0"))
@@ -27,21 +36,13 @@ import json
 import os
 import zipfile
 
-USAGE = 2
-FILE_PROBLEM = 3
-#: Kept at 1, as before (tests/test_weights.py pins it); the message tells it from a bug.
-NO_WEIGHTS = 1
-INTERNAL = 1
 
-#: Raised for a file that is damaged or cannot be read or written (the cause of a ValueError).
-_FILE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, MemoryError)
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+class TlkerasError(Exception):
+    """Something tlkeras found wrong with its input or its surroundings, not a bug."""
 
 
-class UsageError(ValueError):
+class UsageError(TlkerasError, ValueError):
     """A mistake in what the user typed: a flag value, a path, a name; exit status 2.
-
-    A subclass of ValueError, so `except ValueError` in library callers keeps working.
 
     Example:
         >>> raise UsageError("--epochs must be at least 1. Received: epochs=0")
@@ -51,61 +52,82 @@ class UsageError(ValueError):
     """
 
 
+class UsageTypeError(UsageError, TypeError):
+    """A value of the wrong type (a `TypeError` too); exit status 2."""
+
+
+class MissingPathError(UsageError, FileNotFoundError):
+    """A path the user gave that does not exist (a `FileNotFoundError` too); exit status 2."""
+
+
+class DataError(TlkerasError, ValueError):
+    """A file or folder that is damaged, unreadable or inconsistent; exit status 3."""
+
+
+class DiskError(TlkerasError, OSError):
+    """No room on the disk, or a folder that cannot be written; exit status 3."""
+
+
+class ExportError(TlkerasError, RuntimeError):
+    """A converter (TFLite, ONNX) could not convert the model; exit status 3."""
+
+
+class WeightsError(TlkerasError, RuntimeError):
+    """Pretrained weights that cannot be had or fail their check; exit status 4."""
+
+
+#: Exception type -> (exit status, how the one-line message starts). The first match wins.
+EXIT_STATUSES: dict[type, tuple[int, str]] = {
+    UsageError: (2, "tlkeras: error:"),
+    DataError: (3, "tlkeras: file error:"),
+    DiskError: (3, "tlkeras: file error:"),
+    ExportError: (3, "tlkeras: export error:"),
+    WeightsError: (4, "tlkeras: weights error:"),
+}
+USAGE, FILE_PROBLEM, NO_WEIGHTS, INTERNAL = 2, 3, 4, 1
+#: Errors of the operating system and file formats, raised by libraries: exit status 3.
+_FILE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, MemoryError)
+
+
 def exit_status(error: BaseException) -> int:
-    """Returns the exit status for an exception that ended a command (see the module doc).
+    """Returns the exit status for an exception that ended a command (see `EXIT_STATUSES`).
 
-    Args:
-        error: The exception a command raised.
-
-    Returns:
-        2, 3 or 1 (130/143 for interruptions are the caller's).
+    A tlkeras type maps by the table; an operating-system or file-format error, or an error
+    raised while handling one, is a file problem (3); anything else is a bug (1).
 
     Example:
         >>> exit_status(RuntimeError("boom"))
         1
     """
-    if isinstance(error, UsageError):
-        return USAGE
-    if _is_named(error, "WeightsUnavailableError"):
-        return NO_WEIGHTS
-    if _is_file_problem(error):
-        return FILE_PROBLEM
-    if isinstance(error, (ValueError, TypeError)) and is_deliberate(error):
-        return USAGE  # The library's checks of its arguments (house style: "Received: ...").
-    return INTERNAL
+    return _classify(error)[0]
 
 
-def is_deliberate(error: BaseException) -> bool:
-    """Whether tlkeras raised `error` on purpose: raised in its own code, saying what it got.
-
-    Every message tlkeras raises for a user's mistake ends with `Received: name=value`;
-    a ValueError from deep inside numpy or Keras, or a bug in tlkeras, does not.
-
-    Example:
-        >>> is_deliberate(ValueError("invalid literal for int()"))
-        False
-    """
-    return "Received:" in str(error) and _raised_in_tlkeras(error)
+def _classify(error: BaseException) -> tuple[int, str]:
+    for kind, entry in EXIT_STATUSES.items():
+        if isinstance(error, kind):
+            return entry
+    if _is_named(error, "ResourceExhaustedError") or _file_cause(error) is not None:
+        return FILE_PROBLEM, "tlkeras: file error:"
+    return INTERNAL, "tlkeras: internal error:"
 
 
 def describe(error: BaseException) -> str:
-    """The one-line message for an exception that ended a command, without the exit status.
+    """The one-line message for an exception that ended a command.
 
     Example:
         >>> describe(UsageError("Bad value.\\n  Received: x=1"))
         'tlkeras: error: Bad value. Received: x=1'
     """
     text = one_line(error)
-    status = exit_status(error)
+    status, start = _classify(error)
+    if isinstance(error, TlkerasError):
+        return f"{start} {text}"
     if status == FILE_PROBLEM:
-        advice = text if is_deliberate(error) else _file_advice(error, text)
-        return f"tlkeras: file error: {advice}"
-    if status == INTERNAL and not is_deliberate(error):
-        return (
-            f"tlkeras: internal error: {type(error).__name__}: {text} (a bug in tlkeras or a "
-            "library it uses; set TLKERAS_DEBUG=1 for the traceback)"
-        )
-    return f"tlkeras: error: {text}"
+        return f"{start} {_file_advice(error, text)}"
+    return (
+        f"{start} {type(error).__name__}: {text} (a bug in tlkeras or a library it uses; set "
+        "TLKERAS_DEBUG=1 for the traceback)"
+    )
 
 
 def one_line(error: BaseException) -> str:
@@ -122,14 +144,6 @@ def _file_advice(error: BaseException, text: str) -> str:
     if isinstance(_file_cause(error), MemoryError) or _is_named(error, "ResourceExhaustedError"):
         return f"{text}. Out of memory: try a smaller --batch-size or --image-size."
     return f"{text}. Check that the file is complete and readable (copy it again if not)."
-
-
-def _is_file_problem(error: BaseException) -> bool:
-    if _is_named(error, "ResourceExhaustedError"):
-        return True
-    if isinstance(error, (FileNotFoundError, NotADirectoryError)) and is_deliberate(error):
-        return False  # tlkeras' own check of a path the user typed.
-    return _file_cause(error) is not None
 
 
 def _file_cause(error: BaseException | None) -> BaseException | None:
@@ -159,19 +173,22 @@ def _is_named(error: BaseException | None, name: str) -> bool:
     return error is not None and any(cls.__name__ == name for cls in type(error).__mro__)
 
 
-def _raised_in_tlkeras(error: BaseException) -> bool:
-    tb = error.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
-    return filename.startswith(_PACKAGE_DIR + os.sep)
-
-
 def debug_enabled() -> bool:
     """Whether TLKERAS_DEBUG asks for tracebacks and TensorFlow's own log lines."""
     return os.environ.get("TLKERAS_DEBUG", "") not in ("", "0")
 
 
-__all__ = ["UsageError", "describe", "exit_status", "is_deliberate", "one_line"]
+__all__ = [
+    "EXIT_STATUSES",
+    "DataError",
+    "MissingPathError",
+    "DiskError",
+    "ExportError",
+    "TlkerasError",
+    "UsageError",
+    "UsageTypeError",
+    "WeightsError",
+    "describe",
+    "exit_status",
+    "one_line",
+]

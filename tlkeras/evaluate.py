@@ -17,6 +17,7 @@ import numpy as np
 from sklearn import metrics
 
 from tlkeras.checkpoints import load_split
+from tlkeras.errors import DataError, UsageError
 from tlkeras.predict import predict_probabilities
 from tlkeras.runs import Run
 from tlkeras.scan import (
@@ -128,7 +129,7 @@ def _pick_files(run: Run, data_dir, split):
     if recorded is not None and split != "all":
         split = split or ("test" if "test" in recorded else "val")
         if split not in recorded:
-            raise ValueError(
+            raise UsageError(
                 f"The run recorded no {split!r} split of {data_dir!r}; it has "
                 f"{sorted(recorded)} (and 'all', the whole folder). Pass one of those as the "
                 f"split. Received: split={split!r}"
@@ -138,7 +139,7 @@ def _pick_files(run: Run, data_dir, split):
     if layout:
         split = split or ("test" if "test" in layout else "val")
         if split not in layout:
-            raise ValueError(
+            raise UsageError(
                 f"{data_dir!r} has no {split!r} folder; it has {sorted(layout)}. Pass one of "
                 f"those as the split. Received: split={split!r}"
             )
@@ -148,14 +149,14 @@ def _pick_files(run: Run, data_dir, split):
             print(_foreign_note(run, data_dir), file=sys.stderr)
         split = split or "all"
         if split != "all":
-            raise ValueError(
+            raise UsageError(
                 f"{data_dir!r} is one folder of class folders and not the folder this run "
                 "recorded its split of, so it can only be evaluated whole (split 'all'). "
                 f"Received: split={split!r}"
             )
         files, names = scan_class_folders(data_dir)
     if names != list(run.class_names):
-        raise ValueError(
+        raise UsageError(
             f"The classes in {data_dir!r} ({names}) differ from the classes the model was "
             f"trained on ({run.class_names}). Evaluate on a folder with the same class folders. "
             f"Received: data_dir={data_dir!r}"
@@ -243,7 +244,7 @@ def evaluate(run: Run, data_dir, *, split: str | None = None, batch_size: int = 
     split, files, recorded = _pick_files(run, data_dir, split)
     files, skipped = drop_unreadable(files, image_size=run.image_size)  # as training does
     if not len(files):
-        raise ValueError(
+        raise DataError(
             f"None of the images in {data_dir!r} can be read (e.g. {skipped[0].path}: "
             f"{skipped[0].reason}). Received: data_dir={data_dir!r}"
         )
@@ -336,7 +337,7 @@ def top_losses(report: dict, *, num_images: int = 16) -> list[dict]:
         '8'
     """
     if not isinstance(num_images, int) or num_images < 0:
-        raise ValueError(
+        raise UsageError(
             f"num_images must be an int of at least 0. Received: num_images={num_images!r}"
         )
     names = report["class_names"]

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tlkeras.errors import UsageError
 from tlkeras.images import load_images
 from tlkeras.model import get_base
 from tlkeras.runs import Run
@@ -64,7 +65,7 @@ def find_gradcam_layer(base: keras.Model) -> str:
             continue
         if len(layer.output.shape) == 4:
             return layer.name
-    raise ValueError(
+    raise UsageError(
         f"The backbone {base.name!r} has no layer with a 4-D feature map output, so Grad-CAM "
         f"cannot be computed. Expected a convolutional backbone. Received: base={base.name!r}"
     )
@@ -100,7 +101,7 @@ def split_at_feature_map(
     names = [layer.name for layer in base.layers]
     target = base.layers[names.index(layer_name)] if layer_name in names else None
     if target is None or len(target.output.shape) != 4:
-        raise ValueError(
+        raise UsageError(
             f"{layer_name!r} is not a layer of the {base.name} backbone with a 4-D feature "
             f"map output. Leave the layer out to let tlkeras pick the last convolutional one "
             f"({default!r}). Received: layer_name={layer_name!r}"
@@ -119,7 +120,7 @@ def split_at_feature_map(
         try:
             rest_of_base = keras.Model(target.output, base.output)
         except ValueError:
-            raise ValueError(
+            raise UsageError(
                 f"Grad-CAM cannot cut the {base.name} backbone at {layer_name!r}: later layers "
                 f"also use earlier outputs (it is inside a residual or branching block). Pick "
                 f"the output layer of a block, or leave the layer out to use {default!r}. "
@@ -170,7 +171,7 @@ def gradcam(
     images = np.asarray(images, dtype="float32")
     expected = tuple(model.input_shape[1:])
     if images.ndim != 4 or images.shape[1:] != expected:
-        raise ValueError(
+        raise UsageError(
             f"Expected images shaped (N, {', '.join(map(str, expected))}), the model's input "
             f"size, with RGB pixels in [0, 255]. Load them with tlkeras.images.load_images("
             f"paths, {expected[:2]}). Received: images.shape={images.shape}"
@@ -179,7 +180,7 @@ def gradcam(
     if class_index is not None and not (
         isinstance(class_index, (int, np.integer)) and 0 <= class_index < num_classes
     ):
-        raise ValueError(
+        raise UsageError(
             f"class_index must be an int from 0 to {num_classes - 1}, the model's classes. "
             f"Received: class_index={class_index!r}"
         )
@@ -235,7 +236,7 @@ def _gradient(function, x):
             tape.watch(x)
             total, auxiliary = function(x)
         return tape.gradient(total, x), auxiliary
-    raise ValueError(
+    raise UsageError(
         "Grad-CAM needs gradients, which tlkeras asks of TensorFlow or JAX. Run it with "
         f"KERAS_BACKEND=tensorflow or jax. Received: backend={backend!r}"
     )
@@ -257,7 +258,7 @@ def overlay_heatmap(image, heatmap, *, alpha: float = 0.4, colormap: str = "jet"
     import matplotlib
 
     if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be between 0 and 1. Received: alpha={alpha!r}")
+        raise UsageError(f"alpha must be between 0 and 1. Received: alpha={alpha!r}")
     colours = matplotlib.colormaps[colormap](np.clip(heatmap, 0, 1))[..., :3] * 255.0
     blended = (1 - alpha) * np.asarray(image, dtype="float32") + alpha * colours
     return np.clip(np.rint(blended), 0, 255).astype("uint8")
@@ -298,7 +299,7 @@ def explain(
     class_index = None
     if class_name is not None:
         if class_name not in run.class_names:
-            raise ValueError(
+            raise UsageError(
                 f"Unknown class {class_name!r}: the model knows {run.class_names}. Pick one of "
                 f"those, or leave the class out to explain the predicted class. "
                 f"Received: class_name={class_name!r}"

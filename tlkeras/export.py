@@ -56,6 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlkeras import files, runs, saving
+from tlkeras.errors import DataError, ExportError, UsageError
 from tlkeras.evaluate import evaluation_split, recorded_split
 from tlkeras.images import load_images
 from tlkeras.quiet import progress_verbose
@@ -142,7 +143,7 @@ def export_model(
         'digits.labels.txt'
     """
     if format not in FORMATS:
-        raise ValueError(
+        raise UsageError(
             f"Unknown export format {format!r}. Expected one of {tuple(FORMATS)}. "
             f"Received: format={format!r}"
         )
@@ -207,18 +208,18 @@ def labels_path(out) -> str:
 def _check_out(out: str, format: str) -> None:
     extension = EXTENSIONS.get(format, "")
     if extension and not out.endswith(extension):
-        raise ValueError(
+        raise UsageError(
             f"A {format} export is a {extension} file, so the output path must end with "
             f"{extension!r}. Pass e.g. --out model{extension}. Received: out={out!r}"
         )
     if format == "savedmodel" and os.path.isfile(out):
-        raise ValueError(
+        raise UsageError(
             f"A SavedModel is a folder, but {out!r} is a file. Pass a folder path. "
             f"Received: out={out!r}"
         )
     is_saved_model = os.path.isfile(os.path.join(out, "saved_model.pb"))
     if os.path.isdir(out) and os.listdir(out) and not is_saved_model:
-        raise ValueError(
+        raise UsageError(
             f"{out!r} is a folder that already holds other files, so tlkeras will not replace "
             f"it. Pass a new path, or an earlier SavedModel export to overwrite. "
             f"Received: out={out!r}"
@@ -228,7 +229,7 @@ def _check_out(out: str, format: str) -> None:
 def _check_class_names(class_names) -> None:
     for name in class_names:
         if not name or "\n" in name or "\r" in name:
-            raise ValueError(
+            raise UsageError(
                 "Class names must be non-empty and on one line to be written to a labels file. "
                 f"Rename that class folder. Received: class_name={name!r}"
             )
@@ -340,12 +341,12 @@ def sample_images(
         ValueError: If the data folder cannot be found or `num_images` is not positive.
     """
     if not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(
+        raise UsageError(
             f"The number of images must be a positive int. Received: num_images={num_images!r}"
         )
     data_dir = data_dir if data_dir is not None else run.config.get("data_dir")
     if data_dir is None or not os.path.isdir(data_dir):
-        raise ValueError(
+        raise UsageError(
             f"Calibrating (tflite-int8) or checking an export needs the training data, but the "
             f"data folder {data_dir!r} is not there (a relative path is relative to where you "
             f"trained). Pass --data-dir with a folder of class folders like the training data. "
@@ -456,12 +457,12 @@ def convert_to_tflite(model, *, quantization: str = "none", calibration_images=N
         The `.tflite` file's bytes.
     """
     if quantization not in TFLITE_QUANTIZATION.values():
-        raise ValueError(
+        raise UsageError(
             f"Unknown quantization {quantization!r}. Expected one of "
             f"{tuple(TFLITE_QUANTIZATION.values())}. Received: quantization={quantization!r}"
         )
     if quantization == "int8" and calibration_images is None:
-        raise ValueError(
+        raise UsageError(
             "Full-integer quantisation needs calibration_images: a few hundred training "
             "images in [0, 255]. Received: calibration_images=None"
         )
@@ -487,7 +488,7 @@ def convert_to_tflite(model, *, quantization: str = "none", calibration_images=N
         try:
             model.export(path, format="litert", verbose=False, **options)
         except Exception as error:  # The converter raises its own ConverterError.
-            raise RuntimeError(
+            raise ExportError(
                 f"TFLite could not convert {model.name} with quantization={quantization!r}: "
                 f"{' '.join(str(error).split())[:500]}. Try --format tflite-dynamic or tflite. "
                 f"Received: quantization={quantization!r}"
@@ -528,7 +529,7 @@ def read_tflite_metadata(path) -> dict:
         entry = model.Metadata(i)
         if entry.Name() == METADATA_NAME.encode():
             return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
-    raise ValueError(
+    raise DataError(
         f"{path!r} has no {METADATA_NAME!r} metadata; it was not exported by tlkeras. Read its "
         f"labels file instead. Received: path={path!r}"
     )
@@ -603,14 +604,14 @@ def check_onnx_export_available() -> None:
     """
     backend = keras.backend.backend()
     if backend != "tensorflow":
-        raise ValueError(
+        raise UsageError(
             f"ONNX export goes through TensorFlow (tf2onnx), but Keras runs on {backend} here. "
             "Export with KERAS_BACKEND=tensorflow: a run folder loads on either backend. "
             f"Received: format='onnx', backend={backend!r}"
         )
     missing = [pip for module, pip in ONNX_EXPORT_PACKAGES.items() if not _installed(module)]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"ONNX export needs {' and '.join(missing)}, not installed here. Install it with "
             f"{ONNX_INSTALL} (or pip install {' '.join(missing)}), or choose another --format. "
             "Received: format='onnx'"
@@ -643,7 +644,7 @@ def convert_to_onnx(model) -> bytes:
             try:
                 model.export(path, format="onnx", verbose=False, input_signature=signature)
             except Exception as error:
-                raise RuntimeError(
+                raise ExportError(
                     f"tf2onnx could not convert {model.name}: "
                     f"{' '.join(str(error).split())[:500].rstrip('.')}. Try --format savedmodel "
                     "or tflite. Received: format='onnx'"
@@ -677,7 +678,7 @@ def read_onnx_metadata(path) -> dict:
     session = onnx_session(path)
     entry = session.get_modelmeta().custom_metadata_map.get(METADATA_NAME)
     if entry is None:
-        raise ValueError(
+        raise DataError(
             f"{path!r} has no {METADATA_NAME!r} metadata; it was not exported by tlkeras. Read "
             f"its labels file instead. Received: path={path!r}"
         )
@@ -691,7 +692,7 @@ def onnx_session(path):
         ValueError: If `onnxruntime` is not installed (the message says how to install it).
     """
     if not _installed("onnxruntime"):
-        raise ValueError(
+        raise UsageError(
             f"Running an ONNX model here needs onnxruntime, not installed. Install it with "
             f"{ONNX_INSTALL} (or pip install onnxruntime). Received: path={os.fspath(path)!r}"
         )

@@ -59,6 +59,7 @@ from tlkeras.backbones import check_num_blocks, layer_blocks
 from tlkeras.config import Stage
 from tlkeras.data import Data, epoch_batches
 from tlkeras.distribute import shard_by_data
+from tlkeras.errors import DiskError, UsageError
 from tlkeras.guards import kill_point
 from tlkeras.memory import cache_budget
 from tlkeras.model import backbone_of, get_base, strategy_scope
@@ -189,7 +190,7 @@ def choose_storage(
         'disk'
     """
     if storage not in STORAGES:
-        raise ValueError(
+        raise UsageError(
             f"Unknown feature storage {storage!r}. Expected one of {STORAGES}: auto decides "
             f"from the size of the features. Received: storage={storage!r}"
         )
@@ -390,7 +391,7 @@ def _allocate(shape, dtype, storage: str, directory) -> tuple[np.ndarray | DiskA
     free = shutil.disk_usage(folder).free
     if nbytes > free:
         remove_scratch_folder(folder)
-        raise OSError(
+        raise DiskError(
             f"The features need {_describe_size(nbytes)} but {folder!r} has only "
             f"{_describe_size(free)} free. Point TMPDIR at a larger disk, use a smaller image "
             f"size, or train end to end with cache='off'. Received: nbytes={nbytes}"
@@ -443,12 +444,12 @@ def cache_features(
         ...     top.predict(val_features.dataset(batch_size=32))
     """
     if split not in data.folder.splits:
-        raise ValueError(
+        raise UsageError(
             f"This data has no {split!r} split; it has {sorted(data.folder.splits)}. "
             f"Received: split={split!r}"
         )
     if not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"passes must be a positive int. Received: passes={passes!r}")
+        raise UsageError(f"passes must be a positive int. Received: passes={passes!r}")
     augment = augmentation_layer(augment, seed=data.seed)  # One layer: other draws each pass.
 
     def batches(index):  # One pass: nothing to reuse, so nothing is kept of the images.

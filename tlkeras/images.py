@@ -57,10 +57,13 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from tlkeras.errors import DataError, MissingPathError, UsageError, UsageTypeError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageHeader",
     "ImageReadError",
+    "NotAnImageError",
     "codec_hint",
     "has_image_extension",
     "load_image",
@@ -137,7 +140,7 @@ _BOMB_HINT = (
 )
 
 
-class ImageReadError(ValueError):
+class ImageReadError(DataError):
     """A file could not be read as an image.
 
     Attributes:
@@ -166,6 +169,12 @@ class ImageReadError(ValueError):
 
     def __reduce__(self):
         return (type(self), (self.path, self.reason, self.hint))
+
+
+class NotAnImageError(UsageError, ImageReadError):
+    """A file that is not an image Pillow can read at all: a text file, a format with no
+    reader installed, or an image too large to decode safely. It is what the user gave, so
+    the command line exits 2 (a damaged image, an `ImageReadError`, exits 3)."""
 
 
 class ImageHeader(NamedTuple):
@@ -364,7 +373,7 @@ def load_images(
     (2, 224, 224, 3)
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
-        raise TypeError(
+        raise UsageTypeError(
             "`paths` must be an iterable of file paths, not a single path. Expected e.g. "
             "['a.jpg', 'b.png']; wrap a single path in a list or call `load_image`. "
             f"Received: paths={paths!r}"
@@ -374,7 +383,7 @@ def load_images(
     except TypeError as error:
         if "paths[" in str(error):
             raise
-        raise TypeError(
+        raise UsageTypeError(
             "`paths` must be an iterable of file paths. Expected e.g. ['a.jpg', 'b.png']. "
             f"Received: paths={paths!r}"
         ) from error
@@ -412,18 +421,18 @@ def load_images(
 def _check_path(path: object, name: str = "path") -> str:
     """Returns `path` as a `str`, or raises TypeError/ValueError for unusable values."""
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
+        raise UsageTypeError(
             f"`{name}` must be a file path given as a `str` or `pathlib.Path`. "
             f"Expected e.g. 'images/cat.jpg'. Received: {name}={path!r}"
         )
     path_str = os.fspath(path)
     if not isinstance(path_str, str):
-        raise TypeError(
+        raise UsageTypeError(
             f"`{name}` must be a text path; byte paths are not supported. Decode it with "
             f"`os.fsdecode` first. Received: {name}={path!r}"
         )
     if not path_str:
-        raise ValueError(
+        raise UsageError(
             f"`{name}` must be a non-empty file path. Expected e.g. 'images/cat.jpg'. "
             f"Received: {name}={path!r}"
         )
@@ -437,12 +446,12 @@ def _check_image_size(image_size: object) -> tuple[int, int]:
     elif isinstance(image_size, (tuple, list)) and all(_is_int(v) for v in image_size):
         values = tuple(image_size)
     else:
-        raise TypeError(
+        raise UsageTypeError(
             "`image_size` must be an int (square images) or a (height, width) tuple of ints. "
             f"Expected e.g. 224 or (224, 224). Received: image_size={image_size!r}"
         )
     if len(values) != 2 or any(int(v) < 1 for v in values):
-        raise ValueError(
+        raise UsageError(
             "`image_size` must be a positive int or a (height, width) tuple of two positive "
             f"ints. Expected e.g. 224 or (224, 224). Received: image_size={image_size!r}"
         )
@@ -454,12 +463,12 @@ def _check_num_workers(num_workers: object, num_paths: int) -> int:
     if num_workers is None:
         return max(1, min(32, os.cpu_count() or 1, num_paths))
     if not _is_int(num_workers):
-        raise TypeError(
+        raise UsageTypeError(
             "`num_workers` must be None or a positive int. Expected e.g. 8. "
             f"Received: num_workers={num_workers!r}"
         )
     if num_workers < 1:
-        raise ValueError(
+        raise UsageError(
             "`num_workers` must be a positive int; use 1 to decode sequentially. "
             f"Received: num_workers={num_workers!r}"
         )
@@ -482,12 +491,12 @@ def _reading(path: str) -> Iterator[None]:
     except ImageReadError:
         raise
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise MissingPathError(
             "Image file not found. Expected an existing file; check the path (relative "
             f"paths are resolved against {os.getcwd()!r}). Received: path='{path}'"
         ) from None
     except Image.DecompressionBombError as error:
-        raise ImageReadError(
+        raise NotAnImageError(
             path,
             f"the image is too large to decode safely ({str(error).rstrip('.')})",
             hint=_BOMB_HINT,
@@ -495,10 +504,10 @@ def _reading(path: str) -> Iterator[None]:
     except UnidentifiedImageError as error:
         hint = codec_hint(path)
         if hint is None:
-            raise ImageReadError(path, _describe(error)) from error
+            raise NotAnImageError(path, _describe(error)) from error
         extension = os.path.splitext(path)[1].lower().lstrip(".")
         reason = f"no reader for {extension} files is installed"
-        raise ImageReadError(path, reason, hint) from error
+        raise NotAnImageError(path, reason, hint) from error
     except _DECODE_ERRORS as error:
         raise ImageReadError(path, _describe(error)) from error
 

@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from tlkeras.backbones import PREPROCESSING_MODES
+from tlkeras.errors import UsageError
 
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
@@ -57,7 +58,7 @@ def preprocessing_layer(mode: str, *, name: str = "preprocess") -> keras.layers.
         array([[-1.,  0.,  1.]], dtype=float32)
     """
     if mode not in PREPROCESSING_MODES:
-        raise ValueError(
+        raise UsageError(
             f"Unknown preprocessing mode {mode!r}. Expected one of {PREPROCESSING_MODES}. "
             f"Received: mode={mode!r}"
         )
@@ -109,7 +110,7 @@ class Preprocess(keras.layers.Layer):
     def __init__(self, mode: str, **kwargs):
         super().__init__(**kwargs)
         if mode not in PREPROCESSING_MODES:
-            raise ValueError(
+            raise UsageError(
                 f"Unknown preprocessing mode {mode!r}. Expected one of {PREPROCESSING_MODES}. "
                 f"Received: mode={mode!r}"
             )

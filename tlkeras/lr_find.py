@@ -33,6 +33,7 @@ import os
 import keras
 import numpy as np
 
+from tlkeras.errors import UsageError
 from tlkeras.files import atomic_write
 from tlkeras.model import compile_model, freeze_backbone, strategy_scope, unfreeze_top_blocks
 from tlkeras.precision import precision_scope
@@ -110,7 +111,7 @@ class LRFindResult:
 
 def _check_rule(rule) -> None:
     if rule not in RULES:
-        raise ValueError(
+        raise UsageError(
             f"Unknown rule {rule!r}. Expected one of {RULES}. Received: rule={rule!r}"
         )
 
@@ -151,7 +152,7 @@ def suggest_learning_rate(learning_rates, smoothed_losses, *, rule: str = "valle
     finite = np.isfinite(losses)
     lrs, losses = lrs[finite], losses[finite]
     if len(losses) < 3:
-        raise ValueError(
+        raise UsageError(
             f"The sweep has only {len(losses)} finite losses, too few to suggest a learning "
             "rate. Sweep more steps, or start from a smaller min_lr. "
             f"Received: num_losses={len(losses)}"
@@ -219,17 +220,17 @@ def lr_find(
         >>> print(result.summary())
     """
     if stage not in (1, 2):
-        raise ValueError(
+        raise UsageError(
             "stage must be 1 (sweep the head) or 2 (sweep the unfrozen top blocks). "
             f"Received: stage={stage!r}"
         )
     if not 0 < min_lr < max_lr:
-        raise ValueError(
+        raise UsageError(
             f"Expected 0 < min_lr < max_lr, so the rate can grow from min_lr to max_lr. "
             f"Received: min_lr={min_lr!r}, max_lr={max_lr!r}"
         )
     if not isinstance(num_steps, int) or num_steps < 10:
-        raise ValueError(
+        raise UsageError(
             f"num_steps must be an int of at least 10 for a usable curve. "
             f"Received: num_steps={num_steps!r}"
         )
@@ -387,7 +388,7 @@ def lr_find_from_config(
         if stage == 2:
             train_head(model, data, epochs=config.epochs, learning_rate=config.learning_rate)
     elif model.output_shape[-1] != len(data.class_names):
-        raise ValueError(
+        raise UsageError(
             f"The run in {run_dir!r} predicts {model.output_shape[-1]} classes but "
             f"{config.data_dir!r} has {len(data.class_names)}. Use the data the run was trained "
             f"on. Received: run_dir={os.fspath(run_dir)!r}"

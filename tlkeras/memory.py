@@ -36,6 +36,8 @@ import inspect
 import os
 import re
 
+from tlkeras.errors import UsageError
+
 CUSTOM_GRADIENT_PREFIX = "CustomGradient-"  # tensorflow/python/ops/custom_gradient.py
 
 
@@ -185,7 +187,7 @@ def parse_cache_memory(cache_memory) -> tuple[float, str]:
     amount = float(match.group(1)) if match else -1.0
     unit = (match.group(2) or "b").lower() if match else ""
     if not match or (unit == "%" and amount > 100):
-        raise ValueError(
+        raise UsageError(
             "cache_memory must be a size such as 512MiB or 2GB, or a share of the available "
             "memory such as 3% (at most 100%); 0 always caches on disk. "
             f"Received: cache_memory={cache_memory!r}"

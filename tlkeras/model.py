@@ -34,6 +34,7 @@ import os
 import keras
 
 from tlkeras.backbones import Backbone, check_num_blocks, get_backbone, layer_blocks
+from tlkeras.errors import UsageError, UsageTypeError
 from tlkeras.layers import preprocessing_layer
 from tlkeras.saving import load_weights_strictly
 from tlkeras.weights import (
@@ -73,12 +74,12 @@ def resolve_image_size(image_size, backbone: str | Backbone) -> tuple[int, int]:
         return (backbone.default_size, backbone.default_size)
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if len(size) != 2 or not all(isinstance(side, int) for side in size):
-        raise TypeError(
+        raise UsageTypeError(
             "image_size must be an int or a (height, width) pair of ints. "
             f"Received: image_size={image_size!r}"
         )
     if min(size) < backbone.min_size:
-        raise ValueError(
+        raise UsageError(
             f"Image size {size[0]}x{size[1]} is too small for {backbone.name}: its minimum input "
             f"size is {backbone.min_size}x{backbone.min_size}. Pass an image_size of at least "
             f"{backbone.min_size}. Received: image_size={image_size!r}"
@@ -172,7 +173,7 @@ def _load_weights_file(build, backbone: Backbone, weights) -> keras.Model:
         return base
     except Exception as error:
         arrays, values = WEIGHT_COUNTS.get(backbone.name, (0, 0))
-        raise ValueError(
+        raise UsageError(
             f"Could not load {os.fspath(weights)!r} into the {backbone.name} backbone: the file "
             f"holds {describe_weights_file(path)}, but {backbone.name} without its top has "
             f"{arrays} weight arrays ({values:,} values) ({error}). Expected weights saved from "
@@ -214,12 +215,12 @@ def build_model(
     """
     backbone = get_backbone(backbone)
     if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(
+        raise UsageError(
             "A classifier needs at least 2 classes. Give the data folder one subfolder per "
             f"class. Received: num_classes={num_classes!r}"
         )
     if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+        raise UsageError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
     height, width = resolve_image_size(image_size, backbone)
     base = load_backbone(
         backbone, image_size=(height, width), weights=weights, weights_dir=weights_dir
@@ -247,7 +248,7 @@ def get_base(model: keras.Model) -> keras.Model:
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             return layer
-    raise ValueError(
+    raise UsageError(
         "This model has no nested backbone model. Expected a model built by "
         f"tlkeras.build_model. Received: model={model.name!r}"
     )
@@ -256,7 +257,7 @@ def get_base(model: keras.Model) -> keras.Model:
 def backbone_of(model: keras.Model) -> Backbone:
     """Returns the registry entry of a model built by `build_model` (from its name)."""
     if not model.name.startswith(MODEL_NAME_PREFIX):
-        raise ValueError(
+        raise UsageError(
             f"Cannot tell which backbone this model uses: its name should start with "
             f"{MODEL_NAME_PREFIX!r}, as models from tlkeras.build_model do. "
             f"Received: model.name={model.name!r}"
@@ -333,7 +334,7 @@ def compile_model(
     this one shares (`tlkeras.features`).
     """
     if not learning_rate > 0:
-        raise ValueError(
+        raise UsageError(
             f"learning_rate must be a positive number. Received: learning_rate={learning_rate!r}"
         )
     with strategy_scope(model):

@@ -24,6 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tlkeras.augment import augmentation_layer
+from tlkeras.errors import UsageError
 from tlkeras.files import atomic_write
 from tlkeras.images import load_images
 from tlkeras.runs import HISTORY_FILE
@@ -95,7 +96,7 @@ def read_history(source) -> dict:
         if os.path.isdir(path):
             path = os.path.join(path, HISTORY_FILE)
         if not os.path.isfile(path):
-            raise ValueError(
+            raise UsageError(
                 f"No training history at {path!r}. Expected a run folder written by "
                 f"`tlkeras train` (it holds {HISTORY_FILE}) or the path of that file. "
                 f"Received: history={os.fspath(source)!r}"
@@ -105,7 +106,7 @@ def read_history(source) -> dict:
     history = getattr(source, "history", None)
     if isinstance(history, dict):
         return history
-    raise ValueError(
+    raise UsageError(
         "Cannot find a training history in this object. Expected a dict, a Keras History, a "
         f"tlkeras Run, or a run folder path. Received: history={type(source).__name__}"
     )
@@ -140,7 +141,7 @@ def plot_history(history, *, path=None) -> Figure:
     history = read_history(history)
     num_epochs = len(history.get("loss") or [])
     if not num_epochs:
-        raise ValueError(
+        raise UsageError(
             "The history has no 'loss' values to plot. Expected the history of a training run "
             f"with at least one epoch. Received: keys={sorted(history)}"
         )
@@ -253,7 +254,7 @@ def plot_image_grid(
         The figure.
     """
     if len(images) != len(titles):
-        raise ValueError(
+        raise UsageError(
             f"Expected one title per image, but got {len(images)} images and {len(titles)} "
             f"titles. Received: num_titles={len(titles)}"
         )
@@ -451,12 +452,12 @@ def preview_augmentation(
         >>> preview_augmentation(["cat.jpg"], "strong").savefig("preview.png")
     """
     if not isinstance(num_variants, int) or num_variants < 1:
-        raise ValueError(
+        raise UsageError(
             f"num_variants must be a positive int. Received: num_variants={num_variants!r}"
         )
     paths = [os.fspath(p) for p in paths]
     if not paths:
-        raise ValueError("preview_augmentation needs at least one image path. Received: paths=[]")
+        raise UsageError("preview_augmentation needs at least one image path. Received: paths=[]")
     images = load_images(paths, image_size).astype("float32")
     layer = augmentation_layer(augment, seed=seed)
     columns = [images] + [

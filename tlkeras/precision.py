@@ -28,13 +28,15 @@ import warnings
 
 import keras
 
+from tlkeras.errors import UsageError
+
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def check_precision(precision: str) -> str:
     """Returns `precision` if it is one of `PRECISIONS`, else raises a ValueError."""
     if precision not in PRECISIONS:
-        raise ValueError(
+        raise UsageError(
             f"Unknown precision {precision!r}. Expected one of {PRECISIONS}: float32, or "
             "mixed_bfloat16 for CPUs with AVX512_BF16/AMX and TPUs, or mixed_float16 for GPUs. "
             f"Received: precision={precision!r}"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tlkeras.errors import UsageError
 from tlkeras.images import load_images
 
 if TYPE_CHECKING:  # tlkeras.runs and tlkeras.data import TensorFlow: only when predicting.
@@ -38,12 +39,12 @@ def check_image_paths(paths) -> list[str]:
     paths = [os.fspath(p) for p in paths]
     for path in paths:
         if os.path.isdir(path):
-            raise ValueError(
+            raise UsageError(
                 f"{path!r} is a folder, not an image file. Pass the image files inside it, e.g. "
                 f"'{os.path.join(path, '*.jpg')}' in a shell. Received: path={path!r}"
             )
         if not os.path.exists(path):
-            raise ValueError(
+            raise UsageError(
                 f"There is no file {path!r}. Check the path (relative paths start from "
                 f"{os.getcwd()!r}). Received: path={path!r}"
             )
@@ -139,7 +140,7 @@ def predict(
         ...     print(result["path"], result["top"][0])
     """
     if not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive int. Received: top_k={top_k!r}")
+        raise UsageError(f"top_k must be a positive int. Received: top_k={top_k!r}")
     paths = [os.fspath(p) for p in paths]
     probabilities = predict_probabilities(run, paths, batch_size=batch_size, progress=progress)
     results = []
@@ -195,4 +196,4 @@ def format_predictions(results: list[dict], format: str = "text") -> str:
         return "".join(
             f"{r['path']}: {', '.join(f'{n} {p:.3f}' for n, p in r['top'])}\n" for r in results
         )
-    raise ValueError(f"format must be one of {', '.join(FORMATS)}. Received: format={format!r}")
+    raise UsageError(f"format must be one of {', '.join(FORMATS)}. Received: format={format!r}")

@@ -47,7 +47,8 @@ from tlkeras import files, runs
 from tlkeras.backbones import get_backbone
 from tlkeras.config import PretrainConfig  # noqa: F401  (it lives there: no TensorFlow)
 from tlkeras.data import load_data
-from tlkeras.layers import Preprocess
+from tlkeras.errors import UsageError
+from tlkeras.layers import preprocessing_layer
 from tlkeras.model import (
     MODEL_NAME_PREFIX,
     compile_model,
@@ -100,7 +101,7 @@ def check_pretrain_folder(path, *, overwrite: bool = False) -> None:
         not name.startswith(files.TEMPORARY_PREFIX) for name in os.listdir(path)
     )
     if holds_files and not overwrite:
-        raise ValueError(
+        raise UsageError(
             f"The pretrain folder {path!r} already exists. Pass --overwrite to replace it "
             "(tlkeras deletes only the files it wrote there), or choose another --out. "
             f"Received: out={path!r}"
@@ -157,7 +158,7 @@ def build_pretrain_model(
     """
     backbone = get_backbone(backbone)
     if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(
+        raise UsageError(
             "Pretraining needs at least 2 source classes. Give the source folder one subfolder "
             f"per class. Received: num_classes={num_classes!r}"
         )
@@ -170,7 +171,7 @@ def build_pretrain_model(
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BATCHNORM_MOMENTUM
     inputs = keras.Input(shape=(height, width, 3), name="image")
-    x = Preprocess(backbone.preprocessing, name="preprocess")(inputs)
+    x = preprocessing_layer(backbone.preprocessing)(inputs)
     x = base(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
@@ -222,7 +223,7 @@ def _check_config(config: PretrainConfig) -> None:
         }
     )
     if not config.learning_rate > 0:
-        raise ValueError(
+        raise UsageError(
             "learning_rate must be a positive number. "
             f"Received: learning_rate={config.learning_rate!r}"
         )

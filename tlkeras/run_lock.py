@@ -52,6 +52,7 @@ import time
 import warnings
 
 from tlkeras import files
+from tlkeras.errors import DiskError
 
 try:
     import fcntl
@@ -69,7 +70,7 @@ _held = {}  # (st_dev, st_ino) of a folder this process holds -> [its first RunL
 _held_guard = threading.Lock()
 
 
-class RunFolderInUseError(OSError):
+class RunFolderInUseError(DiskError):
     """Another process holds the run folder's lock; exit status 3 (a file problem).
 
     Attributes:

@@ -41,6 +41,7 @@ import shutil
 
 import keras
 
+from tlkeras.errors import DataError, DiskError, UsageError
 from tlkeras.files import TEMPORARY_PREFIX, atomic_write, remove_temporary_files
 from tlkeras.guards import kill_point
 from tlkeras.saving import check_class_count, check_class_names, load_model, save_model
@@ -65,6 +66,7 @@ RUN_FILES = (
     "history.png",  # tlkeras.plots.HISTORY_PLOT_FILE
     "scan_report.json",  # tlkeras.scan.SCAN_REPORT_FILE
 )
+
 #: Disk needed per model parameter at the peak of a run, 4 bytes (float32) per copy: best.keras
 #: (1), early stopping's best weights (1), the checkpoint with Adam's two moments (3) and the
 #: next checkpoint being written beside it (3). model.keras comes when the checkpoints go.
@@ -128,12 +130,12 @@ def check_run_folder(path, *, resume: bool = False, overwrite: bool = False) -> 
     """
     path = os.fspath(path)
     if resume and overwrite:
-        raise ValueError(
+        raise UsageError(
             f"Pass either resume or overwrite, not both: resume continues the run in {path!r}, "
             "overwrite deletes it and starts again. Received: resume=True, overwrite=True"
         )
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(
+        raise UsageError(
             f"The run folder {path!r} is a file. Expected a folder to write the run to; choose "
             f"another --out. Received: out={path!r}"
         )
@@ -141,17 +143,17 @@ def check_run_folder(path, *, resume: bool = False, overwrite: bool = False) -> 
         not name.startswith(TEMPORARY_PREFIX) for name in os.listdir(path)
     )
     if resume and not exists:
-        raise ValueError(
+        raise UsageError(
             f"There is no run to resume in {path!r}. Expected the run folder of a started run; "
             f"start a new run without --resume. Received: out={path!r}"
         )
     if exists and not resume and not overwrite:
-        raise ValueError(
+        raise UsageError(
             f"The run folder {path!r} already exists. Pass --resume {path} to continue the run "
             f"in it, --overwrite to replace it, or choose another --out. Received: out={path!r}"
         )
     if exists and overwrite and not _is_run_folder(path):
-        raise ValueError(
+        raise UsageError(
             f"{path!r} is not a tlkeras run folder (it has no {CHECKPOINT_DIR}/ and no "
             f"{CLASS_NAMES_FILE}), so --overwrite will not delete anything in it. Choose another "
             f"--out. Received: out={path!r}"
@@ -188,7 +190,7 @@ def _check_writable(path) -> None:
         atomic_write(probe, b"")
         os.remove(probe)
     except OSError as error:
-        raise ValueError(
+        raise DiskError(
             f"Cannot write to the run folder {path!r} ({error.strerror or error}). Choose an "
             f"--out folder you can write to. Received: out={path!r}"
         ) from None
@@ -231,7 +233,7 @@ def check_free_space(path, *, num_params: int) -> None:
     needed = estimate_run_size(num_params)
     free = shutil.disk_usage(_existing_parent(path)).free
     if free < needed:
-        raise ValueError(
+        raise DiskError(
             f"Not enough free disk space for the run in {os.fspath(path)!r}: a model of "
             f"{num_params:,} parameters needs about {_megabytes(needed)} for the model, "
             f"best.keras and the checkpoints, but only {_megabytes(free)} is free. Free some "
@@ -296,7 +298,7 @@ def _read_json(path, what: str):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(
+        raise DataError(
             f"The {what} file {path!r} is not valid JSON ({error}). Restore it from the run or "
             f"train again. Received: path={path!r}"
         ) from None
@@ -332,7 +334,7 @@ def load_run(path) -> Run:
     if not os.path.isdir(path):
         model, metadata = load_model(path)
         if "class_names" not in metadata:
-            raise ValueError(
+            raise DataError(
                 f"{path!r} carries no class names, so its predictions cannot be labelled. "
                 f"Expected a .keras file saved by tlkeras or a run folder. Received: path={path!r}"
             )
@@ -346,7 +348,7 @@ def load_run(path) -> Run:
     model, metadata = load_model(os.path.join(path, MODEL_FILE))
     names_path = os.path.join(path, CLASS_NAMES_FILE)
     if not os.path.isfile(names_path):
-        raise ValueError(
+        raise DataError(
             f"The run folder {path!r} has no {CLASS_NAMES_FILE}, so predictions cannot be "
             f"labelled. Restore the file or train again. Received: path={path!r}"
         )
@@ -360,7 +362,7 @@ def load_run(path) -> Run:
     saved = metadata.get("class_names", config.get("class_names"))
     if saved is not None and saved != class_names:
         where = "inside the model" if "class_names" in metadata else f"in {CONFIG_FILE}"
-        raise ValueError(
+        raise DataError(
             f"{names_path!r} does not match the class names saved {where} ({saved}), so labels "
             f"would be wrong. Restore the file from the run. Received: class_names={class_names!r}"
         )

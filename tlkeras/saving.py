@@ -23,6 +23,7 @@ import zipfile
 
 import keras
 
+from tlkeras.errors import DataError, UsageError
 from tlkeras.files import write_atomically
 
 #: The file inside a `.keras` archive that holds tlkeras' metadata (class names, backbone).
@@ -138,7 +139,7 @@ def _read_model_config(path) -> dict:
         with zipfile.ZipFile(path) as archive:
             return json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError) as error:
-        raise ValueError(
+        raise DataError(
             f"{path!r} is not a complete .keras file ({error}). It may have been cut short by an "
             "interrupted copy or download: copy it again, or use the run's best.keras. "
             f"Received: path={path!r}"
@@ -153,7 +154,7 @@ def check_class_count(model, class_names, source) -> None:
     """
     num_outputs = model.output_shape[-1]
     if num_outputs != len(class_names):
-        raise ValueError(
+        raise DataError(
             f"The model in {source!r} predicts {num_outputs} classes but {len(class_names)} "
             "class names were given, so its labels would be wrong. Use the class_names.json "
             f"saved with this model. Received: num_class_names={len(class_names)}"
@@ -167,13 +168,13 @@ def check_class_names(class_names, source) -> None:
         >>> check_class_names(["cat", "dog"], "runs/pets/class_names.json")
     """
     if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
-        raise ValueError(
+        raise DataError(
             f"{source!r} must hold a JSON list of class-name strings. "
             f"Received: class_names={class_names!r}"
         )
     if len(set(class_names)) != len(class_names):
         repeated = sorted({name for name in class_names if class_names.count(name) > 1})
-        raise ValueError(
+        raise DataError(
             f"{source!r} names the classes {repeated} more than once, so labels would be "
             f"ambiguous. Restore the file from the run. Received: class_names={class_names!r}"
         )
@@ -196,7 +197,7 @@ def load_model(path) -> tuple[keras.Model, dict]:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(
+        raise UsageError(
             f"No model file at {path!r}. Expected a run folder holding model.keras or a "
             f".keras file. Received: path={path!r}"
         )
@@ -204,7 +205,7 @@ def load_model(path) -> tuple[keras.Model, dict]:
     unsafe = find_unsafe_objects(_read_model_config(path))
     if unsafe:
         more = f" and {len(unsafe) - 1} more such object(s)" if len(unsafe) > 1 else ""
-        raise ValueError(
+        raise DataError(
             f"Refusing to load {path!r}: it contains {unsafe[0]}{more}. Code stored in a model "
             "file runs on your machine, so tlkeras only loads models made of Keras and tlkeras "
             "layers, with Keras' safe_mode=True. Rebuild the model without it (e.g. a registered "
@@ -216,7 +217,7 @@ def load_model(path) -> tuple[keras.Model, dict]:
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
-        raise ValueError(
+        raise DataError(
             f"Could not load the model {path!r} safely: {error}. tlkeras only loads models with "
             f"Keras' safe_mode, which refuses Lambda layers and other arbitrary code. "
             f"Received: path={path!r}"
@@ -228,7 +229,7 @@ def _check_keras_is_safe(path) -> None:
     release = tuple(int(part) for part in keras.__version__.split(".")[:3] if part.isdigit())
     if release < MIN_SAFE_KERAS:
         wanted = ".".join(map(str, MIN_SAFE_KERAS))
-        raise ValueError(
+        raise UsageError(
             f"Keras {keras.__version__} has known ways around safe_mode, so tlkeras will not "
             f"load a model with it. Expected Keras {wanted} or later: run `pip install "
             f"'keras>={wanted}'`. Received: path={os.fspath(path)!r}"
@@ -260,7 +261,7 @@ def load_weights_strictly(model: keras.Model, path) -> None:
                 warning.message, warning.category, warning.filename, warning.lineno
             )
     if mismatches:
-        raise ValueError(
+        raise DataError(
             f"The weights file {os.fspath(path)!r} does not fit the model: {mismatches[0]} "
             f"Expected a file saved from the same model. Received: path={os.fspath(path)!r}"
         )

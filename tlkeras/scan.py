@@ -45,6 +45,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from tlkeras.errors import UsageError, UsageTypeError
 from tlkeras.images import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -60,6 +61,7 @@ UNSUPPORTED_EXTENSIONS: tuple[str, ...] = (
     ".heic", ".heif", ".avif", ".jxl", ".jp2", ".jfif", ".jpe", ".ico", ".tga", ".pbm", ".pgm",
     ".ppm", ".pnm", ".psd", ".svg", ".raw", ".dng", ".cr2", ".nef", ".arw",
 )
+
 # fmt: on
 """Extensions of picture files that tlkeras does not read: reported as bad, not ignored."""
 
@@ -128,14 +130,14 @@ def _expected_tree(data_dir) -> str:
 
 def _check_data_dir(data_dir) -> str:
     if isinstance(data_dir, bytes) or not isinstance(data_dir, (str, os.PathLike)):
-        raise TypeError(
+        raise UsageTypeError(
             "data_dir must be a folder path given as a str or pathlib.Path. "
             f"Received: data_dir={data_dir!r}"
         )
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
         what = "is a file, not a folder" if os.path.isfile(data_dir) else "does not exist"
-        raise ValueError(
+        raise UsageError(
             f"The data folder {data_dir!r} {what}. {_expected_tree(data_dir)}. "
             f"Received: data_dir={data_dir!r}"
         )
@@ -162,7 +164,7 @@ def list_class_folders(folder, class_names: list[str] | None = None) -> list[str
     if class_names is not None and found != list(class_names):
         missing = sorted(set(class_names) - set(found))
         extra = sorted(set(found) - set(class_names))
-        raise ValueError(
+        raise UsageError(
             f"The class folders of {folder!r} differ from the training classes "
             f"{list(class_names)}: missing {missing}, unexpected {extra}. Give train/, val/ "
             f"and test/ the same class folders. Received: data_dir={folder!r}"
@@ -175,12 +177,12 @@ def list_class_folders(folder, class_names: list[str] | None = None) -> list[str
             if loose
             else ""
         )
-        raise ValueError(
+        raise UsageError(
             f"The data folder {folder!r} has no class folders.{hint} {_expected_tree(folder)}. "
             f"Received: data_dir={folder!r}"
         )
     if len(found) == 1:
-        raise ValueError(
+        raise UsageError(
             f"The data folder {folder!r} has only one class folder ({found[0]!r}), but a "
             f"classifier needs at least 2 classes. Add a folder of images for every other "
             f"class. {_expected_tree(folder)}. Received: data_dir={folder!r}"
@@ -286,7 +288,7 @@ def scan_class_folders(folder, class_names: list[str] | None = None) -> tuple[Sp
     found, per_class, _, _ = _list_folder(os.fspath(folder), class_names)
     for name, files in per_class.items():
         if not files:
-            raise ValueError(
+            raise UsageError(
                 f"Class folder {os.path.join(os.fspath(folder), name)!r} holds no images. "
                 f"Allowed formats: {', '.join(IMAGE_EXTENSIONS)}. Add images or remove the "
                 f"folder. Received: class_name={name!r}"
@@ -319,7 +321,7 @@ def split_by_seed(
             training or no validation image.
     """
     if not 0 < validation_split < 1:
-        raise ValueError(
+        raise UsageError(
             "validation_split must be between 0 and 1 when the data folder has no val/ "
             f"subfolder. Received: validation_split={validation_split!r}"
         )
@@ -330,7 +332,7 @@ def split_by_seed(
         num_val = round(len(members) * validation_split)
         if num_val < 1 or num_val >= len(members):
             name = repr(class_names[label]) if class_names else int(label)
-            raise ValueError(
+            raise UsageError(
                 f"Class {name} has {len(members)} usable image(s), too few to hold out "
                 f"{validation_split:.0%} for validation and keep the rest for training. Add "
                 "images, change validation_split, or provide a val/ folder. "
@@ -392,7 +394,7 @@ def _check_num_workers(num_workers) -> int:
     if num_workers is None:
         return min(32, (os.cpu_count() or 1) + 4)  # threads also hide slow disks
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
-        raise ValueError(
+        raise UsageError(
             f"num_workers must be a positive int or None. Received: num_workers={num_workers!r}"
         )
     return num_workers
@@ -538,7 +540,7 @@ class ScanReport:
             return
         shown = "; ".join(f"{p.path}: {p.reason}" for p in self.bad_files[:3])
         more = f" and {len(self.bad_files) - 3} more" if len(self.bad_files) > 3 else ""
-        raise ValueError(
+        raise UsageError(
             f"Found {len(self.bad_files)} unreadable or unsupported file(s) in "
             f"{self.folder.root!r}: {shown}{more}. Fix or remove them (`python -m tlkeras scan "
             f"{self.folder.root}` lists them all), or turn strict mode off to skip them. "
@@ -607,7 +609,7 @@ def _usable_split(folder: str, per_class: dict, bad: dict, ignored) -> Split:
             problems = [FileProblem(p, r) for p, r in bad.items() if p.startswith(inside)]
             problems += [p for p in ignored if p.path.startswith(inside)]
             found = "; ".join(f"{os.path.basename(p.path)}: {p.reason}" for p in problems[:3])
-            raise ValueError(
+            raise UsageError(
                 f"Class {name!r} has no usable images in {inside!r}"
                 + (f" ({found}{'; ...' if len(problems) > 3 else ''})" if problems else "")
                 + f". Every class needs images in one of {', '.join(IMAGE_EXTENSIONS)}: add "

@@ -34,6 +34,8 @@ import shutil
 import tempfile
 import time
 
+from tlkeras.errors import UsageError
+
 try:
     import fcntl
 except ImportError:  # Windows.
@@ -61,7 +63,7 @@ def make_scratch_folder(prefix: str, directory=None) -> str:
         The new folder's path.
     """
     if prefix not in PREFIXES:
-        raise ValueError(f"prefix must be one of {PREFIXES}. Received: prefix={prefix!r}")
+        raise UsageError(f"prefix must be one of {PREFIXES}. Received: prefix={prefix!r}")
     remove_stale_scratch_folders(directory)
     folder = tempfile.mkdtemp(prefix=prefix, dir=directory)
     if fcntl is not None:

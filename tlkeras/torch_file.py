@@ -30,6 +30,8 @@ import pickle
 
 import numpy as np
 
+from tlkeras.errors import DataError
+
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 
@@ -47,7 +49,7 @@ STORAGE_DTYPES = {
 }
 
 
-class TorchFileError(ValueError):
+class TorchFileError(DataError):
     """A `.pth` file is not a legacy PyTorch file tlkeras can read safely."""
 
 

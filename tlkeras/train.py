@@ -35,6 +35,7 @@ from tlkeras.augment import augmentation_layer, get_augmentation
 from tlkeras.backbones import check_num_blocks, get_backbone
 from tlkeras.config import CACHE_MODES, Stage, TrainConfig
 from tlkeras.data import Data, check_class_weight, load_data
+from tlkeras.errors import UsageError, UsageTypeError
 from tlkeras.features import RunCache, cached_datasets, end_to_end_model
 from tlkeras.guards import (
     StopOnInterrupt,
@@ -206,7 +207,7 @@ def _feed(model, train_data, validation_data, stage: Stage, features=None, *, in
         return
     data = train_data
     if validation_data is not None:
-        raise TypeError(
+        raise UsageTypeError(
             "A Data brings its own validation split, so validation_data must be None with it. "
             f"Received: validation_data={validation_data!r}"
         )
@@ -374,12 +375,12 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         check_num_blocks(config.backbone, config.unfreeze, minimum=1, name="unfreeze")
     check_precision(config.precision)
     if config.jit_compile not in (True, False, "auto"):
-        raise ValueError(
+        raise UsageError(
             "jit_compile must be True, False or 'auto' (XLA with a GPU, none on a CPU). "
             f"Received: jit_compile={config.jit_compile!r}"
         )
     if config.cache not in CACHE_MODES:
-        raise ValueError(
+        raise UsageError(
             f"Unknown cache mode {config.cache!r}. Expected one of {CACHE_MODES}: 'off' runs "
             f"the whole backbone every epoch. Received: cache={config.cache!r}"
         )
@@ -414,7 +415,7 @@ def check_counts(counts: dict) -> None:
     """
     for name, (value, low) in counts.items():
         if not isinstance(value, int) or value < low:
-            raise ValueError(
+            raise UsageError(
                 f"{name} must be an int of at least {low}. Received: {name}={value!r}"
             )
 
@@ -646,10 +647,25 @@ def _how_to_continue(error, *, stage: int, state, config: TrainConfig) -> str:
         flag = "--lr" if stage == 1 else "--fine-tune-lr"
         step = f"lower {flag} and {step}; best.keras holds the best model so far"
     elif isinstance(error, OSError):
-        what = f"Could not write the run in {config.out} ({error.strerror or error})."
-        fix = "free some disk space" if error.errno in DISK_FULL else "fix that"
-        return f"{what} {kept}; {fix}, then {step}."
+        return f"{_what_failed(error, config.out)} {kept}; {_fix_for(error)}, then {step}."
     return f"{error} {kept}; to continue, {step}."
+
+
+def _what_failed(error: OSError, run_dir) -> str:
+    """Says which file failed and how, without assuming it was the run's own."""
+    reason = error.strerror or str(error)
+    if not error.filename:
+        return f"A file operation failed ({reason})."
+    path = os.path.abspath(os.fspath(error.filename))
+    if path.startswith(os.path.abspath(os.fspath(run_dir)) + os.sep):
+        return f"Could not write the run in {run_dir} ({reason}: {path})."
+    return f"Could not read or write {path} ({reason}), outside the run folder {run_dir}."
+
+
+def _fix_for(error: OSError) -> str:
+    if error.errno in DISK_FULL:
+        return f"free some disk space where {error.filename or 'it'} lies"
+    return "fix that"
 
 
 def _where_this_worker_writes(config: TrainConfig, strategy) -> tuple[TrainConfig, str]:
@@ -684,7 +700,7 @@ def _worker_folder(run_dir, *, resume: bool) -> str:
         state = checkpoints.load_state(run_dir)
     except ValueError:
         remove_scratch_folder(folder)
-        raise ValueError(
+        raise UsageError(
             f"This worker cannot read the chief's checkpoint in {source!r}. A multi-worker run "
             "resumes from the chief's run folder, so --out must be a folder every worker "
             f"reads (a shared file system). Received: out={os.fspath(run_dir)!r}"

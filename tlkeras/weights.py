@@ -51,6 +51,7 @@ import keras
 import numpy as np
 
 from tlkeras.backbones import BACKBONES, Backbone, get_backbone
+from tlkeras.errors import DataError, UsageError, WeightsError
 
 WEIGHTS_DIR_ENV = "TLKERAS_WEIGHTS_DIR"
 MANIFEST_FILE = "manifest.json"
@@ -80,7 +81,7 @@ IMAGENET_SIZES = (96, 128, 160, 192, 224)
 STATUSES = ("ok", "no published hash", "bad hash", "missing")
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(WeightsError):
     """The ImageNet weights are neither cached nor provisioned, and cannot be downloaded.
 
     Attributes:
@@ -298,7 +299,7 @@ def _fetch(wanted: WeightsFile) -> None:
     except ValueError as error:  # Keras found the hash does not match.
         if os.path.exists(part):
             os.remove(part)
-        raise RuntimeError(
+        raise WeightsError(
             f"The download of {wanted.file} from {wanted.url} is corrupt: {error} It was "
             "deleted; run the command again, and if it happens again, the source has changed. "
             f"Received: backbone={wanted.backbone!r}"
@@ -463,7 +464,7 @@ def read_manifest(folder) -> dict:
     """
     path = os.path.join(os.fspath(folder), MANIFEST_FILE)
     if not os.path.isfile(path):
-        raise ValueError(
+        raise UsageError(
             f"The folder {os.fspath(folder)!r} has no {MANIFEST_FILE}. Expected a folder written "
             "by `tlkeras pretrain` (holding manifest.json and backbone.weights.h5), or the path "
             f"to a weights file. Received: weights={os.fspath(folder)!r}"
@@ -472,7 +473,7 @@ def read_manifest(folder) -> dict:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(
+        raise DataError(
             f"{path!r} is not valid JSON ({error}). Restore it from the pretrain folder or "
             f"pretrain again. Received: weights={os.fspath(folder)!r}"
         ) from None
@@ -482,7 +483,7 @@ def read_manifest(folder) -> dict:
 
 def _check_manifest(manifest, source) -> None:
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(
+        raise DataError(
             f"{source!r} is not a tlkeras pretrained-backbone manifest: expected a JSON object "
             f"with format={MANIFEST_FORMAT!r}. Received: manifest={str(manifest)[:80]!r}"
         )
@@ -499,7 +500,7 @@ def embedded_manifest(path) -> dict | None:
         with h5py.File(path, "r") as f:
             text = f.attrs.get(MANIFEST_ATTRIBUTE)
     except OSError as error:
-        raise ValueError(
+        raise DataError(
             f"The weights file {path!r} cannot be read ({error}): it is corrupt, truncated, or "
             "not a Keras weights file. Copy it again, or pretrain again. "
             f"Received: weights={path!r}"
@@ -537,13 +538,13 @@ def resolve_weights_file(weights, backbone: str | Backbone) -> tuple[str, dict |
         manifest = read_manifest(path)
         file = os.path.join(path, manifest.get("weights_file", PRETRAINED_WEIGHTS_FILE))
         if not os.path.isfile(file):
-            raise ValueError(
+            raise DataError(
                 f"The pretrained folder {path!r} has no {os.path.basename(file)}, which its "
                 f"manifest names. Copy the whole folder again. Received: weights={path!r}"
             )
         expected = manifest.get("sha256")
         if expected and file_hash(file, "sha256") != expected:
-            raise ValueError(
+            raise DataError(
                 f"{file!r} does not match the sha256 checksum in its manifest, so it is corrupt "
                 "or truncated. Copy the folder again, or pretrain again. "
                 f"Received: weights={path!r}"
@@ -552,13 +553,13 @@ def resolve_weights_file(weights, backbone: str | Backbone) -> tuple[str, dict |
     elif os.path.isfile(path):
         file, manifest = path, embedded_manifest(path)
     else:
-        raise ValueError(
+        raise UsageError(
             f"The weights file {path!r} does not exist. Expected 'imagenet', 'none', a folder "
             f"written by `tlkeras pretrain`, or the path to a weights file for {backbone.name}. "
             f"Received: weights={path!r}"
         )
     if manifest is not None and manifest.get("backbone") != backbone.name:
-        raise ValueError(
+        raise UsageError(
             f"{path!r} holds weights pretrained for {manifest.get('backbone')} "
             f"({_made_from(manifest)}), but the {backbone.name} backbone was asked for. Ask for "
             f"backbone {manifest.get('backbone')!r} (or leave --backbone out), or use weights "
