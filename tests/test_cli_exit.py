@@ -212,3 +212,26 @@ def test_predict_json_and_csv_read_back(capsys, saved_model, image_folder):
     by_json = {(path, p["label"]): p["probability"] for path, p in pairs}
     for row in rows:
         assert float(row["probability"]) == pytest.approx(by_json[row["path"], row["label"]])
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("{out}/checkpoint/weights.h5", "Could not write the run in {out} (No space left"),
+        ("/tmp/cache/shard_0.npy", "Could not read or write /tmp/cache/shard_0.npy (No space"),
+        (None, "A file operation failed (No space left on device)"),
+    ],
+)
+def test_an_os_error_in_a_stage_names_what_failed(tmp_path, filename, expected):
+    """Was always 'Could not write the run', even for a full TMPDIR or a read error."""
+    from tlkeras.checkpoints import TrainingState
+    from tlkeras.config import TrainConfig
+    from tlkeras.train import _how_to_continue
+
+    out = str(tmp_path / "run")
+    path = filename.format(out=out) if filename else None
+    error = OSError(errno.ENOSPC, "No space left on device", path)
+    config = TrainConfig("data", out=out)
+    message = _how_to_continue(error, stage=1, state=TrainingState(settings={}), config=config)
+    assert message.startswith(expected.format(out=out)), message
+    assert "free some disk space" in message and f"--resume {out}" in message

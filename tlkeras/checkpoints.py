@@ -47,6 +47,7 @@ import numpy as np
 from tlkeras import files, runs, saving
 from tlkeras.errors import DataError, UsageError
 from tlkeras.guards import StopOnNaN, kill_point
+from tlkeras.saving import load_weights_strictly
 
 STATE_FILE = runs.STATE_FILE
 SPLIT_FILE = "split.json"
@@ -465,9 +466,8 @@ class EpochCheckpoint(keras.callbacks.BackupAndRestore):
         learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # Keras only warns when the optimizer does not fit.
-            self.model.load_weights(os.path.join(self.folder, self.state.weights))
+        # Keras only warns when the optimizer does not fit: refuse that, and nothing else.
+        load_weights_strictly(self.model, os.path.join(self.folder, self.state.weights))
         optimizer.learning_rate.assign(learning_rate)
         set_seed_generator_states(self.model, self.state.seed_states)
         saved = self.state.early_stopping

@@ -12,8 +12,9 @@ A run folder holds:
                            embedded too)
         checkpoint/        the state to resume from (see `tlkeras.checkpoints`)
 
-Every file is written atomically (`tlkeras.files`), so a kill or a full disk at any moment
-leaves the old file or the new one, never half a file.
+Every file above is written atomically (`tlkeras.files`), so a kill or a full disk at any
+moment leaves the old file or the new one, never half a file. TensorBoard's event files in
+`logs/` are the exception: TensorBoard appends to them in place.
 Before training, `check_run_folder` and `check_free_space` refuse a folder that exists
 already, cannot be written or lacks the disk space for the model and its checkpoints.
 

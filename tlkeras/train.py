@@ -663,9 +663,7 @@ def _what_failed(error: OSError, run_dir) -> str:
 
 
 def _fix_for(error: OSError) -> str:
-    if error.errno in DISK_FULL:
-        return f"free some disk space where {error.filename or 'it'} lies"
-    return "fix that"
+    return "free some disk space" if error.errno in DISK_FULL else "fix that"
 
 
 def _where_this_worker_writes(config: TrainConfig, strategy) -> tuple[TrainConfig, str]:
