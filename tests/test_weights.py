@@ -20,11 +20,12 @@ from tlkeras.backbones import BACKBONES
 from tlkeras.cli import main
 from tlkeras.model import build_model, load_backbone
 from tlkeras.weights import (
+    IMAGENET_STDDEV_RGB,
     WEIGHTS_DIR_ENV,
     WeightsUnavailableError,
+    build_imagenet_model,
     download_weights,
     imagenet_file,
-    keras_loads_weights_from,
     list_weights,
 )
 
@@ -211,13 +212,46 @@ def test_every_published_hash_is_in_the_keras_source(name):
     assert backbone.weights_hash is None or f'"{backbone.weights_hash}"' in source
 
 
-def test_keras_loads_weights_from_points_get_file_at_a_path(tmp_path, vgg16_base):
-    path = write_keras_h5(vgg16_base, tmp_path / "any_name.h5")
-    with keras_loads_weights_from(path):
-        base = keras.applications.VGG16(
-            include_top=False, weights="imagenet", input_shape=(32, 32, 3)
+def keras_imagenet_model(name, path, size):
+    """The model Keras itself builds for weights="imagenet", its file taken from `path`."""
+    from keras.src.utils import file_utils  # Only here: the reference to compare against.
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(file_utils, "get_file", lambda *args, **kwargs: str(path))
+        return BACKBONES[name].constructor(
+            include_top=False, weights="imagenet", input_shape=(size, size, 3)
         )
-    np.testing.assert_array_equal(base.weights[0].numpy(), vgg16_base.weights[0].numpy())
+
+
+def layer_kinds(model):
+    """Each layer's class and configuration, without the names Keras numbers per session."""
+    return [
+        (type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+        for layer in model.layers
+    ]
+
+
+@pytest.mark.parametrize("name", ["vgg16", "efficientnet_b0"])
+def test_build_imagenet_model_builds_what_keras_builds_for_imagenet(tmp_path, name):
+    keras.utils.set_random_seed(0)
+    saved = BACKBONES[name].constructor(include_top=False, weights=None, input_shape=(32, 32, 3))
+    for variable in saved.non_trainable_variables:  # Moving statistics other than 0 and 1.
+        if "moving" in variable.path:
+            variable.assign(np.random.default_rng(1).uniform(0.5, 2, variable.shape))
+    path = write_keras_h5(saved, tmp_path / "any_name.h5")
+
+    built = build_imagenet_model(name, path, include_top=False, input_shape=(32, 32, 3))
+    expected = keras_imagenet_model(name, path, 32)
+
+    assert layer_kinds(built) == layer_kinds(expected)
+    for mine, theirs in zip(built.weights, expected.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    for mine, original in zip(built.weights, saved.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), original.numpy())
+    images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(built(images), expected(images), rtol=1e-5, atol=1e-5)
+    differs = name in IMAGENET_STDDEV_RGB  # EfficientNet's ImageNet model has one more layer.
+    assert (len(built.layers) != len(saved.layers)) == differs
 
 
 def test_weights_download_cli(tmp_path, served_vgg16, capsys):

@@ -40,10 +40,10 @@ from tlkeras.saving import load_weights_strictly
 from tlkeras.weights import (
     WEIGHT_COUNTS,
     WeightsUnavailableError,
+    build_imagenet_model,
     built_as,
     describe_weights_file,
     imagenet_weights_path,
-    keras_loads_weights_from,
     provisioned_imagenet_file,
     resolve_weights_file,
 )
@@ -123,6 +123,11 @@ def load_backbone(
             include_top=False, weights=initial_weights, input_shape=(height, width, 3)
         )
 
+    def build_from_imagenet_file(path):
+        return build_imagenet_model(
+            backbone, path, include_top=False, input_shape=(height, width, 3)
+        )
+
     if weights is None or str(weights).lower() == "none":
         return build(None)
     if str(weights).lower() == "imagenet":
@@ -132,8 +137,7 @@ def load_backbone(
             backbone, image_size=height, weights_dir=weights_dir
         )
         if provisioned:
-            with keras_loads_weights_from(provisioned):
-                return build("imagenet")
+            return build_from_imagenet_file(provisioned)
         weights_path = backbone.weights_path(height)
         cached = os.path.exists(weights_path)
         try:
@@ -153,21 +157,22 @@ def load_backbone(
                 f"({_first_line(error)}): {remedy}. Received: weights='imagenet'",
                 remedy=remedy,
             ) from None
-    return _load_weights_file(build, backbone, weights)
+    return _load_weights_file(build, build_from_imagenet_file, backbone, weights)
 
 
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _load_weights_file(build, backbone: Backbone, weights) -> keras.Model:
+def _load_weights_file(
+    build, build_from_imagenet_file, backbone: Backbone, weights
+) -> keras.Model:
     path, manifest = resolve_weights_file(weights, backbone)
     try:
         keras_built = not backbone.weights_package
         if keras_built and built_as(path, manifest, backbone) == "imagenet":
             # Keras' ImageNet file, or pretrained from it: build the model Keras builds for it.
-            with keras_loads_weights_from(path):
-                return build("imagenet")
+            return build_from_imagenet_file(path)
         base = build(None)
         load_weights_strictly(base, path)  # Refuses a file whose parts do not all fit.
         return base

@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -44,7 +43,6 @@ import os
 import tempfile
 import urllib.parse
 import uuid
-from unittest import mock
 
 import h5py
 import keras
@@ -434,23 +432,54 @@ def _convert(backbone: Backbone, path: str, *, include_top: bool, digest: str) -
             os.remove(part)
 
 
-@contextlib.contextmanager
-def keras_loads_weights_from(path):
-    """Makes a `keras.applications` constructor called with `weights="imagenet"` load `path`.
+#: Backbones whose `keras.applications` constructor builds another model for
+#: `weights="imagenet"` than for `weights=None` or a path: EfficientNet divides its
+#: normalized input by the square root of ImageNet's standard deviations once more
+#: (keras/src/applications/efficientnet.py, tensorflow/tensorflow#49930). Checked against the
+#: source of Keras 3.15.1 for every backbone of `tlkeras.backbones`; the others differ only
+#: in where the file comes from. `tests/test_weights.py` compares with the model Keras builds.
+IMAGENET_STDDEV_RGB = {"efficientnet_b0": (0.229, 0.224, 0.225)}
 
-    Building with `weights="imagenet"` is not only loading a file: EfficientNet, for one, then
-    adds a rescaling layer its ImageNet weights need. Inside this context the constructor
-    builds exactly that model but takes its weights from `path` instead of Keras' cache or the
-    internet (Keras' `get_file` is pointed at `path`).
+
+def build_imagenet_model(backbone: str | Backbone, path, **kwargs) -> keras.Model:
+    """Builds the model Keras builds for `weights="imagenet"`, with its weights from `path`.
+
+    `keras.applications` constructors take a weights file as `weights=path`, and for most
+    backbones that gives the same model as `"imagenet"`. EfficientNet adds a layer for its
+    ImageNet weights only (see `IMAGENET_STDDEV_RGB`): here it is added after the
+    `Normalization` layer with the public `keras.models.clone_model`, and the file loaded
+    with `model.load_weights`.
+
+    Args:
+        backbone: The registry name or entry (a `keras.applications` backbone).
+        path: Keras' ImageNet weights file, or weights saved from a model built with it.
+        **kwargs: The constructor's other arguments (`include_top`, `input_shape`, ...).
+
+    Returns:
+        The backbone as a `keras.Model`.
 
     Example:
-        >>> with keras_loads_weights_from("/srv/w/efficientnetb0_notop.h5"):
-        ...     base = keras.applications.EfficientNetB0(include_top=False, weights="imagenet")
+        >>> base = build_imagenet_model(
+        ...     "efficientnet_b0", "/srv/w/efficientnetb0_notop.h5", include_top=False
+        ... )
     """
-    from keras.src.utils import file_utils  # What every keras.applications module calls.
+    backbone = get_backbone(backbone)
+    stddev = IMAGENET_STDDEV_RGB.get(backbone.name)
+    if stddev is None:
+        return backbone.constructor(weights=os.fspath(path), **kwargs)
+    scale = [1.0 / float(np.sqrt(value)) for value in stddev]
 
-    with mock.patch.object(file_utils, "get_file", lambda *args, **kwargs: os.fspath(path)):
-        yield
+    def call(layer, *args, **kwargs):
+        outputs = layer(*args, **kwargs)
+        if isinstance(layer, keras.layers.Normalization):
+            outputs = keras.layers.Rescaling(scale)(outputs)
+        return outputs
+
+    base = backbone.constructor(weights=None, **kwargs)
+    # The same layers (so the same weights), called with one more layer in between.
+    model = keras.models.clone_model(base, clone_function=lambda layer: layer, call_function=call)
+    model.load_weights(os.fspath(path))
+    return model
 
 
 # Pretrained backbones: manifests and weights files.
