@@ -417,8 +417,8 @@ def _write_failed(error: OSError, path, run_dir, state: TrainingState) -> OSErro
     )
 
 
-class EpochCheckpoint(keras.callbacks.BackupAndRestore):
-    """Keras' `BackupAndRestore`, made exact and kill-safe: checkpoints after every epoch.
+class EpochCheckpoint(keras.callbacks.Callback):
+    """What Keras' `BackupAndRestore` does, made exact and kill-safe: checkpoints every epoch.
 
     At the end of each epoch it saves the model's and optimizer's variables
     (`model.save_weights`), the seed-generator states, the stage's history and early
@@ -430,7 +430,9 @@ class EpochCheckpoint(keras.callbacks.BackupAndRestore):
     What Keras' `BackupAndRestore` lacks, and this adds: it writes into its files in place
     (a kill while writing leaves a truncated backup), keeps neither the seed generators'
     state (dropout masks) nor the history nor early stopping's counters, and knows nothing of
-    two stages, so a resumed run would not match an uninterrupted one.
+    two stages, so a resumed run would not match an uninterrupted one. It is a plain
+    `keras.callbacks.Callback` using only public hooks and public model methods
+    (`save_weights`, `load_weights`), so no Keras upgrade can change it from underneath.
 
     It works with whatever model `fit` is called on: list it after `ResumableEarlyStopping`
     and `BestModelCheckpoint`, and before `guards.StopOnInterrupt` (`stage_callbacks` does).
@@ -447,15 +449,12 @@ class EpochCheckpoint(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, run_dir, *, state: TrainingState, stage: int, early_stopping=None):
-        super().__init__(checkpoint_dir(run_dir), delete_checkpoint=False)
+        super().__init__()
         self.run_dir = os.fspath(run_dir)
         self.folder = checkpoint_dir(run_dir)
         self.state = state
         self.stage = stage
         self.early_stopping = early_stopping
-
-    def on_train_batch_end(self, batch, logs=None):
-        pass  # Checkpoints are made at the end of an epoch only.
 
     def on_train_begin(self, logs=None):
         while len(self.state.histories) < self.stage:
@@ -554,13 +553,18 @@ def finish_run(run_dir, state: TrainingState) -> None:
     _remove_unused_files(checkpoint_dir(run_dir), state)
 
 
-class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """Keras' `ModelCheckpoint(save_best_only=True)` on `val_loss`, atomic, with class names.
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """What Keras' `ModelCheckpoint(save_best_only=True)` on `val_loss` does, atomic, with labels.
 
     What Keras' `ModelCheckpoint` lacks, and this adds: it writes straight into the file, so
     a kill while saving leaves it truncated; this writes through `tlkeras.saving.save_model`
     (a temporary file, then a rename) and embeds the class names, so `best.keras` loads with
     `tlkeras.load_run` like the final model. Without validation data it saves nothing.
+
+    It decides as `ModelCheckpoint` does (Keras 3.15): at the end of each epoch, the model is
+    saved when `val_loss` is lower than the best so far, or when there is no best yet. It is
+    a plain `keras.callbacks.Callback` (only the public `on_epoch_end` hook), so no Keras
+    upgrade can change it from underneath.
 
     Args:
         path: The `.keras` file to write.
@@ -568,30 +572,34 @@ class BestModelCheckpoint(keras.callbacks.ModelCheckpoint):
         best: The lowest validation loss seen before (when resuming). Defaults to infinity.
         metadata: Extra JSON metadata to embed (backbone, image size).
 
+    Attributes:
+        best: The lowest `val_loss` saved so far, or `None` before the first.
+
     Example:
         >>> best = BestModelCheckpoint("runs/x/best.keras", class_names=["cat", "dog"])
     """
 
+    monitor = "val_loss"
+
     def __init__(self, path, *, class_names, best=math.inf, metadata=None):
-        threshold = best if math.isfinite(best) else None
-        super().__init__(
-            os.fspath(path),
-            monitor="val_loss",
-            mode="min",
-            save_best_only=True,
-            initial_value_threshold=threshold,
-        )
+        super().__init__()
+        self.filepath = os.fspath(path)
+        self.best = float(best) if math.isfinite(best) else None
         self.class_names = list(class_names)
         self.metadata = metadata
 
-    def _save_model(self, epoch, batch, logs):
-        if (logs or {}).get(self.monitor) is None:
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None:
             return
-        if self._should_save_model(epoch, batch, logs, self.filepath):
-            saving.save_model(
-                self.filepath, self.model, class_names=self.class_names, metadata=self.metadata
-            )
-            kill_point("best_saved")
+        current = float(current)
+        if self.best is not None and not current < self.best:
+            return  # Not an improvement (a NaN never is, once there is a best).
+        self.best = current
+        saving.save_model(
+            self.filepath, self.model, class_names=self.class_names, metadata=self.metadata
+        )
+        kill_point("best_saved")
 
 
 def stage_callbacks(
