@@ -1,5 +1,6 @@
 """Exit statuses that tell the truth, one set of training flags, and predict's outputs."""
 
+import contextlib
 import csv
 import errno
 import importlib
@@ -148,8 +149,11 @@ def test_interrupted_keeps_130_and_143(monkeypatch, capsys, image_folder, status
 
 
 def _flags(command):
-    text = build_parser()._subparsers._group_actions[0].choices[command].format_help()
-    return set(re.findall(r"(--[a-z][a-z0-9-]*)", text))
+    """The flags a command's --help lists (asked through argparse's public parse_args)."""
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    return set(re.findall(r"(--[a-z][a-z0-9-]*)", help_text.getvalue()))
 
 
 def test_compare_lr_find_and_pretrain_share_the_training_flags():

@@ -792,8 +792,9 @@ def _add_weights(commands) -> None:
         "Keras' cache or a shared folder (--dir), and list what is there with its hash check. "
         "Point every command at that folder with TLKERAS_WEIGHTS_DIR or --weights-dir.",
     )
-    actions = p.add_subparsers(title="actions", metavar="ACTION", required=True)
-    actions._parser_class = _Parser
+    actions = p.add_subparsers(
+        title="actions", metavar="ACTION", required=True, parser_class=_Parser
+    )
     download = actions.add_parser(
         "download",
         help="download the ImageNet weights of some backbones, checking Keras' hashes",
@@ -903,8 +904,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_verbose(parser, default=False)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    commands._parser_class = _Parser
+    commands = parser.add_subparsers(
+        title="commands", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     for add in (
         _add_train,
         _add_predict,
@@ -922,7 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         add(commands)
     for command in commands.choices.values():
-        if "--verbose" not in command._option_string_actions:
+        if command.get_default("verbose") is None:  # No --verbose of its own yet.
             _add_verbose(command)
     return parser
 
