@@ -6,10 +6,10 @@ import numpy as np
 import tlkeras as tl
 from tlkeras.memory import (
     CUSTOM_GRADIENT_PREFIX,
-    _gradient_registry,
     available_memory,
     forget_traced_gradients,
 )
+from tlkeras.workarounds import tensorflow_gradient_registry
 
 
 def custom_gradients(names):
@@ -17,8 +17,8 @@ def custom_gradients(names):
 
 
 def test_a_run_forgets_its_gradient_registrations_and_its_model_still_trains():
-    registry = _gradient_registry()
-    assert registry is not None, "TensorFlow moved its gradient registry: see tlkeras.memory"
+    registry = tensorflow_gradient_registry()
+    assert registry is not None, "TensorFlow moved its gradient registry: see tlkeras.workarounds"
     before = set(registry)
     x, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 2
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])

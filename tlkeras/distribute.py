@@ -61,6 +61,7 @@ import keras
 import tensorflow as tf
 
 from tlkeras.errors import UsageError
+from tlkeras.workarounds import multi_worker_mirrored_strategy
 
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 LEARNING_RATE_SCALINGS = ("sqrt", "linear", "none")
@@ -98,7 +99,7 @@ def get_strategy(name: str = "auto"):
     if name == "multiworker":
         read_tf_config()  # Fails with a clear message before TensorFlow tries to connect.
         try:
-            return _MultiWorkerMirroredStrategy()
+            return multi_worker_mirrored_strategy()  # Keras 3 needs its fixed reduce.
         except RuntimeError as error:
             raise RuntimeError(
                 f"Could not start multi-worker training ({error}). The strategy must be "
@@ -243,27 +244,6 @@ def even_batches(
     return dataset.map(top_up, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """`MultiWorkerMirroredStrategy` with the two `reduce` calls Keras 3 makes working.
-
-    Keras 3's `fit` on several workers (keras-team/keras#20585) asks `reduce` for (1) a whole
-    `(images, labels)` batch at once, to learn its shapes, and (2) the mean "along axis 0"
-    of each step's scalar loss and metrics. TensorFlow's multi-worker `reduce` takes one
-    value at a time and needs that axis to exist. Here each value is reduced in turn, and a
-    scalar is averaged across replicas. Every worker makes the same calls, so the collective
-    operations still match. The gradients are not affected: Keras all-reduces them itself.
-    """
-
-    def reduce(self, reduce_op, value, axis):
-        reduce = super().reduce
-
-        def reduce_one(one):
-            is_scalar = self.experimental_local_results(one)[0].shape.rank == 0
-            return reduce(reduce_op, one, None if is_scalar else axis)
-
-        return tf.nest.map_structure(reduce_one, value)
-
-
 def read_tf_config() -> dict:
     """Reads and checks the `TF_CONFIG` environment variable of a multi-worker job.
 
@@ -373,7 +353,7 @@ def describe(strategy) -> dict:
     resolver = getattr(strategy, "cluster_resolver", None)
     cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
     num_workers = sum(len(cluster.get(kind, [])) for kind in WORKER_TASK_TYPES)
-    name = type(strategy).__name__.removeprefix("_")  # _MultiWorkerMirroredStrategy
+    name = type(strategy).__name__.removeprefix("_")  # tlkeras.workarounds' subclass
     return {
         "strategy_class": "Default" if name == "DefaultDistributionStrategy" else name,
         "num_replicas": strategy.num_replicas_in_sync,

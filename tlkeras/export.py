@@ -55,7 +55,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tlkeras import files, runs, saving
+from tlkeras import files, runs, saving, workarounds
 from tlkeras.errors import DataError, ExportError, UsageError
 from tlkeras.evaluate import evaluation_split, recorded_split
 from tlkeras.images import load_images
@@ -498,20 +498,12 @@ def convert_to_tflite(model, *, quantization: str = "none", calibration_images=N
 
 
 def add_tflite_metadata(flatbuffer: bytes, metadata: dict) -> bytes:
-    """Adds a `tlkeras` metadata entry (UTF-8 JSON) to a TFLite flatbuffer."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
+    """Adds a `tlkeras` metadata entry (UTF-8 JSON) to a TFLite flatbuffer.
 
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
-    model.metadata = [m for m in model.metadata or [] if m.name != METADATA_NAME.encode()]
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata.append(entry)
-    return flatbuffer_utils.convert_object_to_bytearray(model)
+    TensorFlow has no public API for it, so it goes through `tlkeras.workarounds`; the labels
+    file beside the export holds the class names whatever happens to that route.
+    """
+    return workarounds.add_tflite_metadata(flatbuffer, METADATA_NAME, metadata)
 
 
 def read_tflite_metadata(path) -> dict:
@@ -521,18 +513,14 @@ def read_tflite_metadata(path) -> dict:
         >>> read_tflite_metadata("runs/digits/export/model.tflite")["class_names"][:2]
         ['0', '1']
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-
     with open(path, "rb") as f:
-        model = schema.Model.GetRootAsModel(f.read(), 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() == METADATA_NAME.encode():
-            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
-    raise DataError(
-        f"{path!r} has no {METADATA_NAME!r} metadata; it was not exported by tlkeras. Read its "
-        f"labels file instead. Received: path={path!r}"
-    )
+        metadata = workarounds.read_tflite_metadata(f.read(), METADATA_NAME)
+    if metadata is None:
+        raise DataError(
+            f"{path!r} has no {METADATA_NAME!r} metadata; it was not exported by tlkeras. Read "
+            f"its labels file instead. Received: path={path!r}"
+        )
+    return metadata
 
 
 def tflite_interpreter(path, *, num_threads: int | None = None):

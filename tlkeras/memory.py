@@ -16,7 +16,8 @@ Two things make each run's model outlive it:
   its optimizer, so each run leaked all of them (about 3 times the model's size with Adam;
   upstream: keras-team/keras#17458, tensorflow/tensorflow#61791). The registrations are only
   used while the step is being traced, so `forget_traced_gradients` drops the ones a run
-  added once the run is over, and its memory is freed.
+  added once the run is over, and its memory is freed. No public API removes a registered
+  gradient, so the registry is reached in `tlkeras.workarounds`, the one place for that.
 
 `tlkeras.train` does both; `benchmarks/memory_runs.py` prints the memory of 10 consecutive
 runs.
@@ -32,14 +33,12 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import re
 
+from tlkeras import workarounds  # Imports TensorFlow only when used.
 from tlkeras.errors import UsageError
-
-CUSTOM_GRADIENT_PREFIX = "CustomGradient-"  # tensorflow/python/ops/custom_gradient.py
-
+from tlkeras.workarounds import CUSTOM_GRADIENT_PREFIX
 
 #: A cgroup memory limit at or above this means "no limit" (cgroup v1 writes 2**63 - 4096).
 _NO_LIMIT = 2**60
@@ -195,21 +194,6 @@ def parse_cache_memory(cache_memory) -> tuple[float, str]:
     return amount, unit
 
 
-def _gradient_registry() -> dict | None:
-    """TensorFlow's gradient registry (a private dict), or None if it has moved.
-
-    It lives in the module that defines the public `tf.RegisterGradient`, found from that
-    class rather than imported by its private path (`tensorflow.python...`).
-    """
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return None
-    ops = inspect.getmodule(getattr(tf, "RegisterGradient", None))
-    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
-    return registry if isinstance(registry, dict) else None
-
-
 @contextlib.contextmanager
 def forget_traced_gradients():
     """Drops the custom-gradient registrations made inside the block when it ends.
@@ -223,7 +207,7 @@ def forget_traced_gradients():
         >>> with forget_traced_gradients():
         ...     model.fit(train_ds, epochs=3)
     """
-    registry = _gradient_registry()
+    registry = workarounds.tensorflow_gradient_registry()  # The one private part.
     before = set(registry) if registry is not None else set()
     try:
         yield
