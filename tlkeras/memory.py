@@ -194,6 +194,14 @@ def parse_cache_memory(cache_memory) -> tuple[float, str]:
     return amount, unit
 
 
+def _gradient_registry() -> dict | None:
+    """TensorFlow's gradient registry, or None if it has moved (`tlkeras.workarounds`).
+
+    A module-level function so that `benchmarks/memory_runs.py` can switch forgetting off.
+    """
+    return workarounds.tensorflow_gradient_registry()
+
+
 @contextlib.contextmanager
 def forget_traced_gradients():
     """Drops the custom-gradient registrations made inside the block when it ends.
@@ -207,7 +215,7 @@ def forget_traced_gradients():
         >>> with forget_traced_gradients():
         ...     model.fit(train_ds, epochs=3)
     """
-    registry = workarounds.tensorflow_gradient_registry()  # The one private part.
+    registry = _gradient_registry()
     before = set(registry) if registry is not None else set()
     try:
         yield
