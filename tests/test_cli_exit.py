@@ -110,17 +110,8 @@ def test_not_enough_disk_space_before_training_is_a_file_problem(
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000))
-    code, _, err = run_cli(
-        capsys,
-        "train",
-        image_folder,
-        "--weights",
-        "none",
-        "--image-size",
-        32,
-        "--out",
-        tmp_path / "r",
-    )
+    flags = ["--weights", "none", "--image-size", 32, "--out", tmp_path / "r"]
+    code, _, err = run_cli(capsys, "train", image_folder, *flags)
     assert code == 3
     assert err.splitlines()[-1].startswith("tlkeras: file error: Not enough free disk space")
 
