@@ -120,12 +120,12 @@ TRAIN_GROUPS = (
         ("resume", "overwrite", "deterministic"),
     ),
     (
-        "distribution (see README: several GPUs or machines)",
+        "distribution (see docs/distribution.md)",
         "--batch-size is per replica (GPU); the global batch is batch size x replicas.",
         ("strategy", "learning_rate_scaling"),
     ),
     (
-        "speed (see the README's Performance section)",
+        "speed (see docs/performance.md)",
         None,
         ("precision", "jit_compile", "cache", "cache_memory", "augment_passes"),
     ),
@@ -430,7 +430,7 @@ def _add_predict(commands) -> None:
         help="predict the classes of image files",
         description="Print the most probable classes of each image, using a trained run: "
         "as text, as a JSON array of {path, predictions: [{label, probability}]} objects, "
-        "or as CSV rows path,rank,label,probability (see the README).",
+        "or as CSV rows path,rank,label,probability (see docs/evaluation.md).",
     )
     _add_verbose(p)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (or .keras file) from train")

@@ -300,7 +300,7 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 def train(config: TrainConfig, *, callbacks=None) -> runs.Run:
     """Trains a classifier on a data folder and writes a run folder, checkpointing every epoch.
 
-    The run folder is described in the README ("Train, predict, evaluate"). A killed run
+    The run folder is described in docs/training.md and `tlkeras.runs`. A killed run
     loses at most the epoch in progress, and `resume=True` continues it exactly. Ctrl-C,
     SIGTERM, a NaN loss or a full disk stop it with a message that says how to resume.
 
