@@ -97,7 +97,7 @@ def test_cached_stage_one_equals_plain_training_and_the_model_predicts_like_the_
         ("mobilenet_v2", "stage7"),
         # Dropout inside the backbone: off on both paths, which therefore agree.
         pytest.param("efficientnet_b0", "top", marks=pytest.mark.slow),
-        ("efficientnet_lite0", "top"),
+        pytest.param("efficientnet_lite0", "top", marks=pytest.mark.slow),
     ],
 )
 def test_fine_tuning_from_the_boundary_equals_end_to_end_fine_tuning(data, backbone, top_block):
@@ -137,6 +137,7 @@ def test_fine_tuning_from_the_boundary_equals_end_to_end_fine_tuning(data, backb
     )
 
 
+@pytest.mark.slow
 def _train(folder, out, *, cache, cache_memory="3%"):
     config = TrainConfig(
         folder,
@@ -156,6 +157,7 @@ def _train(folder, out, *, cache, cache_memory="3%"):
     return tl.train(config)
 
 
+@pytest.mark.slow  # Two whole training runs.
 def test_train_with_and_without_the_cache_gives_the_same_run(tmp_path, monkeypatch):
     """Both stages, VGG16 block5, class weights on: the same losses, epoch by epoch.
 

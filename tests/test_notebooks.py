@@ -58,12 +58,14 @@ def test_stored_without_outputs(path):
             assert cell.outputs == [] and cell.execution_count is None
 
 
+@pytest.mark.slow  # Starts a Jupyter kernel.
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_and_its_checks_pass(path):
     for printed in check_outputs(execute(path)):
         assert printed.startswith("Correct:"), printed
 
 
+@pytest.mark.slow  # Starts a Jupyter kernel.
 @pytest.mark.parametrize("path", LABS, ids=os.path.basename)
 def test_lab_runs_and_its_checkers_ask_for_the_todos(path):
     printed = check_outputs(execute(path))
