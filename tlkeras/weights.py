@@ -319,8 +319,6 @@ def provisioned_imagenet_file(backbone: str | Backbone, *, image_size=None, weig
     folder = weights_dir_from(weights_dir)
     if folder is None:
         return None
-    if get_backbone(backbone).weights_package:
-        return imagenet_weights_path(backbone, weights_dir=folder)
     found = imagenet_file(backbone, image_size=image_size, weights_dir=folder)
     command = f"python -m tlkeras weights download --backbone {found.backbone} --dir {folder}"
     remedy = f"run `{command}` on a machine with internet"
